@@ -1,0 +1,30 @@
+# `make test` and `make demo` each build .venv on a fresh machine (Python 3.11 + pip) and then run.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test test-all demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# the fast offline suite (tests marked slow are skipped; `make test-all` runs them too)
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+# demo dataset from scikit-image photos -> train a small Pix2Pix -> eval telea, ns, pix2pix (+ sd with SD_MODEL)
+demo: $(STAMP)
+	bash eval/demo.sh
+
+bench: $(STAMP)
+	$(PY) eval/bench_metrics.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

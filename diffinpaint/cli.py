@@ -1,0 +1,219 @@
+"""`diffinpaint` command line: parses arguments and calls library functions, nothing else.
+
+    diffinpaint data check DIR
+    diffinpaint data demo --out DIR
+    diffinpaint data masks --data DIR --protocol box|thin|medium|thick --seed S
+    diffinpaint run --model NAME --data DIR --out RUN
+    diffinpaint eval --models telea,ns --data DIR --out EVAL
+    diffinpaint train pix2pix --data DIR --out CKPT
+    diffinpaint report EVAL
+
+Every bad input ends as `error: ...` lines on stderr and exit code 2, before anything is written.
+The same verbs run under `accelerate launch -m diffinpaint ...` on many processes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .data import DEFAULT_MAX_PIXELS, DatasetError, load_dataset
+from .models import MODELS, model_class
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run options (every model)")
+    group.add_argument("--data", required=True, type=Path, help="dataset folder (images/ + masks.csv or masks/)")
+    group.add_argument("--out", required=True, type=Path, help="output folder")
+    group.add_argument("--seed", type=int, default=0, help="global seed; each image's seed = f(seed, image id)")
+    group.add_argument("--batch-size", type=int, default=1, help="images per model call (default 1)")
+    group.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
+    group.add_argument("--feather", type=int, default=0, metavar="PX",
+                       help="blend the fill into the original over PX pixels inside the hole (default 0)")
+    group.add_argument("--skip-invalid", action="store_true",
+                       help="run the valid images and list the others in RUN/skipped.csv instead of stopping")
+    group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                       help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for name in MODELS:
+        try:
+            add = getattr(model_class(name), "add_arguments", None)
+        except ImportError:  # a model whose module cannot import still fails clearly when chosen
+            continue
+        if add is not None:
+            add(parser.add_argument_group(f"{name} options"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffinpaint", description="Diffusion, GAN and classical inpainting, "
+                                     "scored on the masked region only.")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    data = verbs.add_parser("data", help="dataset folders: check, demo, masks")
+    data_verbs = data.add_subparsers(dest="data_verb", required=True)
+    check = data_verbs.add_parser("check", help="validate a dataset folder and summarise it")
+    check.add_argument("dir", type=Path)
+    check.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo = data_verbs.add_parser("demo", help="build a demo dataset from the photos bundled in scikit-image")
+    demo.add_argument("--out", required=True, type=Path)
+    demo.add_argument("--size", type=int, default=256, help="crop side in pixels (default 256)")
+    demo.add_argument("--crops-per-photo", type=int, default=3, help="crops per photo (default 3; 9 photos)")
+    demo.add_argument("--holes", type=int, default=2, help="holes per image (default 2)")
+    demo.add_argument("--hole-size", type=int, default=75, help="hole side in pixels (default 75)")
+    demo.add_argument("--seed", type=int, default=0)
+    masks = data_verbs.add_parser("masks", help="write a mask source for a dataset folder")
+    masks.add_argument("--data", required=True, type=Path)
+    masks.add_argument("--protocol", required=True, choices=["box", "thin", "medium", "thick"])
+    masks.add_argument("--seed", type=int, default=0)
+    masks.add_argument("--holes", type=int, default=2, help="box protocol: holes per image (default 2)")
+    masks.add_argument("--hole-size", type=int, default=75, help="box protocol: hole side (default 75)")
+    masks.add_argument("--format", choices=["csv", "png"], default=None,
+                       help="masks.csv (box only; the default for box) or masks/*.png (default otherwise)")
+    masks.add_argument("--replace", action="store_true", help="replace the dataset's existing mask source")
+
+    run = verbs.add_parser("run", help="run one model over a dataset into a run folder")
+    run.add_argument("--model", required=True, choices=list(MODELS))
+    _add_run_options(run)
+
+    evaluate = verbs.add_parser("eval", help="run models, score the holes, write tables and report")
+    evaluate.add_argument("--models", required=True, help="comma-separated, e.g. sd,pix2pix,telea,ns")
+    evaluate.add_argument("--runs", type=Path, default=None, help="where run folders go (default EVAL/runs)")
+    evaluate.add_argument("--fid-weights", type=Path, default=None,
+                          help="pt_inception-2015-12-05-6726825d.pth for FID/KID on an offline machine")
+    evaluate.add_argument("--no-fid", action="store_true", help="skip FID/KID")
+    evaluate.add_argument("--cache-dir", type=Path, default=None,
+                          help="ground-truth feature cache (default ~/.cache/diffinpaint/features)")
+    evaluate.add_argument("--no-report", action="store_true", help="skip report.html")
+    _add_run_options(evaluate)
+
+    train = verbs.add_parser("train", help="train a model")
+    train_verbs = train.add_subparsers(dest="train_verb", required=True)
+    pix2pix = train_verbs.add_parser("pix2pix", help="train the Pix2Pix baseline on a dataset folder")
+    try:
+        from . import train as train_module
+
+        train_module.add_arguments(pix2pix)
+    except ImportError:  # pragma: no cover - during development only
+        pass
+
+    report = verbs.add_parser("report", help="(re)write EVAL/report.html from an eval folder")
+    from . import report as report_module
+
+    report_module.add_arguments(report)
+    return parser
+
+
+def _print_problems(err: DatasetError) -> None:
+    count = len(err.problems)
+    print(f"error: {count} problem{'s' if count != 1 else ''} in dataset {err.root} (nothing was written):",
+          file=sys.stderr)
+    for problem in err.problems:
+        print(f"error: {problem}", file=sys.stderr)
+
+
+def _load(args) -> "object":
+    return load_dataset(args.data, skip_invalid=args.skip_invalid, max_pixels=args.max_pixels)
+
+
+def _run_settings(args):
+    from .runner import RunSettings
+
+    return RunSettings(seed=args.seed, batch_size=args.batch_size, device=args.device, feather=args.feather,
+                       progress=not args.no_progress)
+
+
+def _cmd_data(args) -> int:
+    if args.data_verb == "check":
+        dataset = load_dataset(args.dir)
+        summary = dataset.summary()
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print(f"{summary['root']}: {summary['images']} images, {summary['holes']} holes "
+                  f"({summary['mask_source']})")
+            print("labels: " + ", ".join(f"{k} {v}" for k, v in summary["labels"].items()))
+            print("sizes:  " + ", ".join(f"{k} {v}" for k, v in summary["sizes"].items()))
+        return 0
+    if args.data_verb == "demo":
+        from .demo import make_demo_dataset
+
+        out = make_demo_dataset(args.out, size=args.size, crops_per_photo=args.crops_per_photo, holes=args.holes,
+                                hole_size=args.hole_size, seed=args.seed)
+        print(f"demo dataset written to {out}")
+        return 0
+    from .masks import write_masks
+
+    written = write_masks(args.data, args.protocol, seed=args.seed, holes=args.holes, hole_size=args.hole_size,
+                          fmt=args.format, replace=args.replace)
+    print(f"{args.protocol} masks written to {args.data / written}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .models import build_model
+    from .runner import process_state, run
+
+    dataset = _load(args)
+    settings = _run_settings(args)
+    state = process_state(settings.device)
+    model = build_model(args.model, vars(args), device=str(state.device))
+    result = run(model, dataset, args.out, settings, state=state)
+    if state.is_main_process:
+        skipped = f", {len(dataset.skipped)} invalid skipped (see skipped.csv)" if dataset.skipped else ""
+        print(f"{args.model}: {result.n_images} images in {args.out}{skipped}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .evaluate import EvalSettings, evaluate, format_table
+    from .runner import process_state
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models:
+        raise ValueError("--models is empty; name at least one model, e.g. --models telea,ns")
+    dataset = _load(args)
+    settings = EvalSettings(models=models, out=args.out, runs_dir=args.runs, fid=not args.no_fid,
+                            fid_weights=args.fid_weights, cache_dir=args.cache_dir, report=not args.no_report,
+                            run=_run_settings(args))
+    state = process_state(settings.run.device)
+    summary = evaluate(dataset, settings, vars(args), state=state)
+    if state.is_main_process:
+        print(format_table(summary))
+        print(f"tables in {args.out} (summary.csv, summary.json, per_image.csv)"
+              + (f"; report: {args.out / 'report.html'}" if (args.out / "report.html").exists() else ""))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from . import report as report_module
+
+    return report_module.main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.verb == "data":
+            return _cmd_data(args)
+        if args.verb == "run":
+            return _cmd_run(args)
+        if args.verb == "eval":
+            return _cmd_eval(args)
+        if args.verb == "train":
+            from . import train as train_module
+
+            return train_module.main(args)
+        if args.verb == "report":
+            return _cmd_report(args)
+    except DatasetError as err:
+        _print_problems(err)
+        return EXIT_BAD_INPUT
+    except (ValueError, FileNotFoundError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    raise AssertionError(f"unhandled verb {args.verb}")
+

@@ -1,0 +1,79 @@
+"""Demo data with no download: real colour photos that scikit-image ships inside its wheel.
+
+Each photo is scaled so its shorter side is one of a few sizes and cut into deterministic square crops;
+every crop gets two 75×75 holes in masks.csv (the Kaggle photo-reconstruction layout) placed from
+(seed, image id). Labels are subfolders, so prompt sets with {label} work on it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .masks import box_holes, derive_seed
+from .runner import atomic_write_bytes, atomic_write_text
+
+# skimage.data file -> label (the noun a prompt like "Real image of a {label}" needs)
+PHOTOS = {
+    "chelsea.png": "cat",
+    "astronaut.png": "astronaut",
+    "coffee.png": "coffee",
+    "rocket.jpg": "rocket",
+    "motorcycle_left.png": "motorcycle",
+    "motorcycle_right.png": "motorcycle",
+    "hubble_deep_field.jpg": "galaxy",
+    "ihc.png": "tissue",
+    "retina.jpg": "retina",
+}
+
+
+def _photo(name: str) -> np.ndarray:
+    import skimage
+
+    path = Path(skimage.__file__).parent / "data" / name
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def demo_crops(size: int, crops_per_photo: int) -> list[tuple[str, str, np.ndarray]]:
+    """(label, file stem, uint8 size×size×3) crops, the same on every machine."""
+    out = []
+    for name, label in PHOTOS.items():
+        photo = Image.fromarray(_photo(name))
+        for k in range(crops_per_photo):
+            short = int(size * (1.0 + 0.5 * k))  # 1x, 1.5x, 2x: whole-photo view first, then closer views
+            scale = short / min(photo.size)
+            resized = photo.resize((max(size, round(photo.width * scale)), max(size, round(photo.height * scale))),
+                                   Image.BICUBIC)
+            # crop positions walk along the longer axis: centre, then towards either end
+            fx, fy = [(0.5, 0.5), (0.25, 0.4), (0.75, 0.6), (0.4, 0.25), (0.6, 0.75)][k % 5]
+            left = round((resized.width - size) * fx)
+            top = round((resized.height - size) * fy)
+            crop = np.asarray(resized.crop((left, top, left + size, top + size)))
+            out.append((label, f"{Path(name).stem}_{k}", crop))
+    return out
+
+
+def make_demo_dataset(out: str | Path, *, size: int = 256, crops_per_photo: int = 3, holes: int = 2,
+                      hole_size: int = 75, seed: int = 0) -> Path:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty; choose a new --out folder")
+    rows = []
+    for label, stem, crop in demo_crops(size, crops_per_photo):
+        image_id = f"{label}/{stem}.png"
+        path = out / "images" / image_id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        Image.fromarray(crop).save(buffer, format="PNG")
+        atomic_write_bytes(path, buffer.getvalue())
+        rng = np.random.default_rng(derive_seed(seed, image_id))
+        rows += [(image_id, *box) for box in box_holes(size, size, holes, hole_size, rng)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "x", "y", "width", "height"])
+    writer.writerows(rows)
+    atomic_write_text(out / "masks.csv", buffer.getvalue())
+    return out

@@ -1,0 +1,166 @@
+"""Mask generators: rectangular boxes and LaMa-style irregular strokes.
+
+The irregular protocols follow LaMa (Suvorov et al. 2022, configs random_{thin,medium,thick}_256): random
+polylines of thick brush strokes, plus (medium, thick) a chance of random rectangles instead. Their pixel
+parameters are defined at 256 px and scaled linearly with the image's shorter side. Re-stated by hand because
+LaMa ships no installable package.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+PROTOCOLS = ("box", "thin", "medium", "thick")
+
+
+def derive_seed(global_seed: int, key: str) -> int:
+    """A per-item seed from (global seed, item id): independent of order, batch size and process rank."""
+    digest = hashlib.sha256(f"{global_seed}:{key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF  # fits numpy, cv2 and torch seeds
+
+
+def box_holes(height: int, width: int, n_holes: int, hole_size: int, rng: np.random.Generator
+              ) -> list[tuple[int, int, int, int]]:
+    """`n_holes` square holes (x, y, w, h) of side `hole_size`, uniformly placed inside the image (may overlap)."""
+    if hole_size > min(height, width):
+        raise ValueError(f"hole size {hole_size} does not fit a {width}x{height} image; pass a smaller --hole-size")
+    return [(int(rng.integers(0, width - hole_size + 1)), int(rng.integers(0, height - hole_size + 1)),
+             hole_size, hole_size) for _ in range(n_holes)]
+
+
+def box_mask(height: int, width: int, n_holes: int, hole_size: int, rng: np.random.Generator) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=bool)
+    for x, y, w, h in box_holes(height, width, n_holes, hole_size, rng):
+        mask[y : y + h, x : x + w] = True
+    return mask
+
+
+@dataclass(frozen=True)
+class _Strokes:
+    min_times: int
+    max_times: int
+    max_width: int
+    max_len: int
+    max_angle: int = 4
+
+
+@dataclass(frozen=True)
+class _Boxes:
+    margin: int
+    min_size: int
+    max_size: int
+    min_times: int
+    max_times: int
+
+
+# (strokes, boxes or None, probability of choosing boxes over strokes), parameters at 256 px
+_LAMA = {
+    "thin": (_Strokes(min_times=4, max_times=50, max_width=10, max_len=40), None, 0.0),
+    "medium": (_Strokes(min_times=4, max_times=5, max_width=50, max_len=100),
+               _Boxes(margin=0, min_size=10, max_size=50, min_times=1, max_times=5), 0.3 / 1.3),
+    "thick": (_Strokes(min_times=1, max_times=5, max_width=100, max_len=200),
+              _Boxes(margin=10, min_size=30, max_size=150, min_times=1, max_times=3), 0.3 / 1.3),
+}
+
+
+def _strokes(mask: np.ndarray, p: _Strokes, scale: float, rng: np.random.Generator) -> None:
+    height, width = mask.shape
+    for i in range(int(rng.integers(p.min_times, p.max_times + 1))):
+        x, y = int(rng.integers(width)), int(rng.integers(height))
+        for _ in range(1 + int(rng.integers(5))):
+            angle = 0.01 + int(rng.integers(p.max_angle))
+            if i % 2 == 0:
+                angle = 2 * np.pi - angle
+            length = (10 + int(rng.integers(p.max_len))) * scale
+            brush = max(1, int(round((5 + int(rng.integers(p.max_width))) * scale)))
+            end_x = int(np.clip(x + length * np.sin(angle), 0, width - 1))
+            end_y = int(np.clip(y + length * np.cos(angle), 0, height - 1))
+            cv2.line(mask, (x, y), (end_x, end_y), 1, brush)
+            x, y = end_x, end_y
+
+
+def _boxes(mask: np.ndarray, p: _Boxes, scale: float, rng: np.random.Generator) -> None:
+    height, width = mask.shape
+    margin = int(p.margin * scale)
+    lo, hi = max(1, int(p.min_size * scale)), max(2, int(p.max_size * scale))
+    for _ in range(int(rng.integers(p.min_times, p.max_times + 1))):
+        bw = int(rng.integers(lo, min(hi, width - 2 * margin)))
+        bh = int(rng.integers(lo, min(hi, height - 2 * margin)))
+        x = int(rng.integers(margin, width - margin - bw + 1))
+        y = int(rng.integers(margin, height - margin - bh + 1))
+        mask[y : y + bh, x : x + bw] = 1
+
+
+def irregular_mask(height: int, width: int, protocol: str, rng: np.random.Generator) -> np.ndarray:
+    """A LaMa-style free-form mask (bool H×W, True = hole); never empty."""
+    if protocol not in _LAMA:
+        raise ValueError(f"unknown mask protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    strokes, boxes, p_boxes = _LAMA[protocol]
+    scale = min(height, width) / 256.0
+    mask = np.zeros((height, width), dtype=np.uint8)
+    while not mask.any():
+        if boxes is not None and rng.random() < p_boxes:
+            _boxes(mask, boxes, scale, rng)
+        else:
+            _strokes(mask, strokes, scale, rng)
+    return mask.astype(bool)
+
+
+def write_masks(root, protocol: str, *, seed: int = 0, holes: int = 2, hole_size: int = 75,
+                fmt: str | None = None, replace: bool = False) -> str:
+    """Give a dataset folder a mask source: box holes (masks.csv by default) or irregular mask PNGs (masks/).
+
+    Each image's holes come from (seed, image id). Returns the path written (relative to the dataset)."""
+    import csv
+    import io
+    import shutil
+    from pathlib import Path
+
+    from PIL import Image
+
+    from .data import discover_images
+    from .runner import atomic_write_bytes, atomic_write_text
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol {protocol}: choose from {', '.join(PROTOCOLS)}")
+    fmt = fmt or ("csv" if protocol == "box" else "png")
+    if fmt == "csv" and protocol != "box":
+        raise ValueError(f"--protocol {protocol} makes free-form masks, which masks.csv cannot hold; use --format png")
+    root = Path(root)
+    samples = discover_images(root)  # validates the images first; nothing is written on a problem
+    existing = [p for p in (root / "masks.csv", root / "masks") if p.exists()]
+    if existing and not replace:
+        raise ValueError(f"{root} already has {existing[0].name}; pass --replace to overwrite its mask source")
+    masks = {}
+    for s in samples:
+        rng = np.random.default_rng(derive_seed(seed, s.image_id))
+        if protocol == "box":
+            masks[s.image_id] = box_holes(s.height, s.width, holes, hole_size, rng)
+        else:
+            masks[s.image_id] = irregular_mask(s.height, s.width, protocol, rng)
+    for path in existing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["image", "x", "y", "width", "height"])
+        for image_id, boxes in masks.items():
+            writer.writerows((image_id, *box) for box in boxes)
+        atomic_write_text(root / "masks.csv", buffer.getvalue())
+        return "masks.csv"
+    for s in samples:
+        mask = masks[s.image_id]
+        if isinstance(mask, list):
+            grid = np.zeros((s.height, s.width), dtype=bool)
+            for x, y, w, h in mask:
+                grid[y : y + h, x : x + w] = True
+            mask = grid
+        path = root / "masks" / s.output_relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, format="PNG")
+        atomic_write_bytes(path, buffer.getvalue())
+    return "masks/"

@@ -1,0 +1,46 @@
+"""The one surface every inpainting model offers.
+
+A model receives a batch of same-sized images and masks and returns its prediction at the input's resolution.
+It does NOT composite: the runner does `out = mask * pred + (1 - mask) * image`, so unmasked pixels are
+bit-identical to the input for every model, and a model cannot get that wrong.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+
+class InpaintModel:
+    """Base class. Subclasses set `name` and implement `inpaint`.
+
+    Conventions (see DESIGN.md):
+      images: float32 N×3×H×W in [0, 1]
+      masks:  float32 N×1×H×W in {0, 1}, 1 = hole to fill
+      seeds:  one int per image, derived by the runner from (global seed, image id), so a model that draws
+              noise must draw it per image from these seeds (never from batch position or process rank).
+      labels: one str per image (the dataset's first subfolder) or None when the dataset is unlabelled.
+    """
+
+    name: str = "base"
+
+    def inpaint(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        *,
+        seeds: Sequence[int],
+        labels: Sequence[str | None],
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def output_settings(self) -> dict[str, Any]:
+        """Every setting that changes this model's outputs (written to config.toml, compared on resume)."""
+        return {}
+
+    def manifest_fields(self, index: int, labels: Sequence[str | None]) -> dict[str, Any]:
+        """Extra per-image fields for manifest.jsonl (SD adds prompt and negative_prompt)."""
+        return {}
+
+    def check_labels(self, labels: Sequence[str | None]) -> None:
+        """Raise ValueError before any work when the dataset's labels cannot serve this model."""

@@ -1,0 +1,373 @@
+"""Batch runner: one model over one dataset into one run folder (the DESIGN.md run-folder contract).
+
+    RUN/config.toml          resolved settings + library versions; [outputs] = what changes the pixels
+    RUN/images/<rel>.png     composited output: every pixel outside the holes equals the input
+    RUN/manifest.jsonl       one JSON line per finished image
+    RUN/skipped.csv          with --skip-invalid: images left out and why
+
+Under `accelerate launch` every process takes a contiguous shard of the (sorted) images; seeds come from
+(global seed, image id), so an image's output does not depend on which process or batch made it. Each process
+appends to its own manifest part; the main process merges the parts at the end. Files appear atomically
+(temp name + rename), so a run killed at any moment and started again skips finished images, redoes the rest,
+and ends with the same bytes as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data import Dataset, Sample
+from .masks import derive_seed
+from .models.base import InpaintModel
+
+MANIFEST = "manifest.jsonl"
+PARTS_DIR = "manifest.parts"
+TEMP_MARK = ".tmp-"
+
+
+@dataclass
+class RunSettings:
+    seed: int = 0  # global seed; each image's seed = derive_seed(seed, image id)
+    batch_size: int = 1  # images per model call (same-size images only); halved automatically on GPU OOM
+    device: str = "auto"  # "auto" = cuda when available, else cpu; under accelerate each process's own device
+    feather: int = 0  # pixels over which the fill fades into the original, inside the hole only (0 = hard)
+    progress: bool = True  # tqdm bar on the main process
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    n_images: int  # in the dataset (this run folder's scope)
+    n_done_now: int  # made by this process in this call
+    n_skipped_finished: int  # already finished before this call (this process's shard)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("diffinpaint", "torch", "diffusers", "transformers", "accelerate", "numpy", "pillow",
+                 "opencv-python-headless", "scikit-image", "torch-fidelity", "safetensors"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def toml_safe(value: Any) -> Any:
+    """TOML has no null and no tuples: None -> "none", tuples -> lists, paths -> str (also used to compare)."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict):
+        return {str(k): toml_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [toml_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")  # lossless; same pixels -> same bytes
+    return buffer.getvalue()
+
+
+def feather_alpha(mask: np.ndarray, feather: int) -> np.ndarray:
+    """Blend weight for the fill: 1 deep inside the hole, ramping to ~0 at its border, exactly 0 outside."""
+    if feather <= 0:
+        return mask.astype(np.float64)
+    import cv2
+
+    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)  # to the nearest non-hole pixel
+    return np.clip(distance / float(feather), 0.0, 1.0).astype(np.float64) * mask
+
+
+def composite(image: np.ndarray, prediction: np.ndarray, mask: np.ndarray, feather: int = 0) -> np.ndarray:
+    """uint8 H×W×3: the prediction inside the hole, the input bit-for-bit outside it."""
+    alpha = feather_alpha(mask, feather)[:, :, None]
+    blended = np.round(alpha * prediction.astype(np.float64) + (1.0 - alpha) * image.astype(np.float64))
+    out = np.clip(blended, 0, 255).astype(np.uint8)
+    out[~mask] = image[~mask]  # belt and braces: outside the hole is the input, whatever the arithmetic
+    return out
+
+
+def read_manifest(path: Path) -> list[dict]:
+    """Valid lines only: a line cut short by a kill is dropped (its image is simply redone)."""
+    rows = []
+    if not path.exists():
+        return rows
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "image" in row:
+            rows.append(row)
+    return rows
+
+
+def finished_rows(out_dir: Path) -> dict[str, dict]:
+    """image id -> manifest row, for every image whose row AND output file exist."""
+    rows = read_manifest(out_dir / MANIFEST)
+    for part in sorted((out_dir / PARTS_DIR).glob("*.jsonl")) if (out_dir / PARTS_DIR).is_dir() else []:
+        rows.extend(read_manifest(part))
+    done = {}
+    for row in rows:
+        if (out_dir / "images" / row.get("output", "")).is_file():
+            done.setdefault(row["image"], row)
+    return done
+
+
+def remove_stray_temp_files(out_dir: Path) -> int:
+    removed = 0
+    for path in out_dir.rglob(f"*{TEMP_MARK}*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def make_batches(samples: list[Sample], batch_size: int) -> list[list[Sample]]:
+    """Consecutive same-size images, at most batch_size each: fixed by the shard, not by what is done."""
+    batches: list[list[Sample]] = []
+    for sample in samples:
+        last = batches[-1] if batches else None
+        if last and len(last) < batch_size and (last[0].width, last[0].height) == (sample.width, sample.height):
+            last.append(sample)
+        else:
+            batches.append([sample])
+    return batches
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
+    return device
+
+
+def process_state(device: str = "auto"):
+    """accelerate's PartialState, told cpu=True when there is no GPU: a bare PartialState() under a torchrun
+    launch with ACCELERATE_USE_CPU=true would otherwise leave every rank thinking it is alone."""
+    from accelerate import PartialState
+
+    use_cpu = resolve_device(device) == "cpu"
+    return PartialState(cpu=use_cpu)
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def output_settings(model: InpaintModel, settings: RunSettings) -> dict[str, Any]:
+    """Everything that changes an output image. Batch size and process count only move float noise
+    (DESIGN.md: Reproducibility), so a run may resume with another batch size or process count."""
+    return toml_safe({"model": model.name, "seed": settings.seed, "feather": settings.feather,
+                      **{f"model.{k}": v for k, v in model.output_settings().items()}})
+
+
+def check_or_write_config(out_dir: Path, model: InpaintModel, dataset: Dataset, settings: RunSettings,
+                          num_processes: int) -> None:
+    import tomllib
+
+    import tomli_w
+
+    wanted = output_settings(model, settings)
+    path = out_dir / "config.toml"
+    if path.exists():
+        try:
+            previous = tomllib.loads(path.read_text(encoding="utf-8")).get("outputs", {})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            raise ValueError(f"{path} is not valid TOML; delete the run folder or choose another --out")
+        differing = sorted(k for k in set(wanted) | set(previous) if wanted.get(k) != previous.get(k))
+        if differing:
+            details = "; ".join(f"{k}: was {previous.get(k, '(unset)')!r}, now {wanted.get(k, '(unset)')!r}"
+                                for k in differing)
+            raise ValueError(f"{out_dir} was made with other settings ({details}); rerun with the same settings "
+                             "to resume, or choose another --out")
+    config = {
+        "run": toml_safe({"model": model.name, "data": str(dataset.root.resolve()), "out": str(out_dir.resolve()),
+                          **asdict(settings), "num_processes": num_processes, "command": " ".join(sys.argv),
+                          "images": len(dataset.samples)}),
+        "outputs": wanted,
+        "versions": library_versions(),
+    }
+    atomic_write_text(path, tomli_w.dumps(config))
+
+
+def write_skipped(out_dir: Path, dataset: Dataset) -> None:
+    if not dataset.skipped:
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "file", "line", "reason"])
+    for problem in dataset.skipped:
+        writer.writerow([problem.image, problem.file, problem.line or "", problem.message])
+    atomic_write_text(out_dir / "skipped.csv", buffer.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+class _BatchRunner:
+    """Runs batches, halving the batch size once per GPU out-of-memory (said once, results unchanged)."""
+
+    def __init__(self, model: InpaintModel, out_dir: Path, settings: RunSettings, rank: int, part_path: Path,
+                 log):
+        self.model, self.out_dir, self.settings, self.rank = model, out_dir, settings, rank
+        self.part_path, self.log = part_path, log
+        self.max_batch = settings.batch_size
+        self.warned_oom = False
+
+    def run(self, batch: list[Sample], done: set[str]) -> None:
+        start = 0
+        while start < len(batch):
+            chunk = batch[start : start + self.max_batch]
+            try:
+                self._run_chunk(chunk, done)
+            except torch.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.max_batch = max(1, len(chunk) // 2)
+                if not self.warned_oom:
+                    self.log(f"out of GPU memory with a batch of {len(chunk)}; continuing with {self.max_batch}")
+                    self.warned_oom = True
+                continue  # retry the same images in a smaller batch; per-image seeds keep the results
+            start += len(chunk)
+
+    def _run_chunk(self, chunk: list[Sample], done: set[str]):
+        todo_ids = {s.image_id for s in chunk} - done
+        if not todo_ids:
+            return
+        started = time.perf_counter()
+        images = [s.load_image() for s in chunk]
+        masks = [s.load_mask() for s in chunk]
+        image_t = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0)
+        mask_t = torch.from_numpy(np.stack(masks)).unsqueeze(1).float()
+        seeds = [derive_seed(self.settings.seed, s.image_id) for s in chunk]
+        labels = [s.label for s in chunk]
+        with torch.inference_mode():
+            prediction = self.model.inpaint(image_t, mask_t, seeds=seeds, labels=labels)
+        prediction = prediction.detach().float().cpu()
+        if prediction.shape != image_t.shape:
+            raise RuntimeError(f"model {self.model.name} returned {tuple(prediction.shape)} for input "
+                               f"{tuple(image_t.shape)}; models must return the input's resolution")
+        pred_u8 = (prediction.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        seconds = (time.perf_counter() - started) / len(chunk)
+        images_root = (self.out_dir / "images").resolve()
+        for index, sample in enumerate(chunk):
+            if sample.image_id not in todo_ids:
+                continue
+            out_path = (images_root / sample.output_relpath).resolve()
+            if images_root not in out_path.parents:  # data.py already refuses such paths; never write outside
+                raise ValueError(f"refusing to write {out_path}: outside {images_root}")
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            rgb = composite(images[index], pred_u8[index], masks[index], self.settings.feather)
+            atomic_write_bytes(out_path, png_bytes(rgb))
+            row = {"image": sample.image_id, "output": sample.output_relpath, "seed": seeds[index],
+                   "seconds": round(seconds, 4), "process": self.rank, "model": self.model.name,
+                   **self.model.manifest_fields(index, labels)}
+            with open(self.part_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+            done.add(sample.image_id)
+
+
+def run(model: InpaintModel, dataset: Dataset, out_dir: str | Path, settings: RunSettings | None = None,
+        *, state=None, log=None) -> RunResult:
+    """Run `model` over `dataset` into `out_dir`; safe to call again to resume (skips finished images)."""
+    from tqdm.auto import tqdm
+
+    settings = settings or RunSettings()
+    out_dir = Path(out_dir)
+    state = state or process_state(settings.device)
+    log = log or (lambda message: print(message, file=sys.stderr) if state.is_main_process else None)
+    if settings.batch_size < 1:
+        raise ValueError(f"--batch-size {settings.batch_size}: must be at least 1")
+
+    # 1. Check inputs before touching the folder
+    model.check_labels(dataset.labels)
+
+    # 2. The main process prepares the folder; the others wait so nobody sees it half made
+    if state.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "images").mkdir(exist_ok=True)
+        (out_dir / PARTS_DIR).mkdir(exist_ok=True)
+        check_or_write_config(out_dir, model, dataset, settings, state.num_processes)
+        remove_stray_temp_files(out_dir)
+        write_skipped(out_dir, dataset)
+    state.wait_for_everyone()
+
+    # 3. This process's shard; batches are fixed by the shard, so a resumed run makes the same batches
+    finished = set(finished_rows(out_dir))
+    with state.split_between_processes(list(dataset.samples)) as shard:
+        shard = list(shard)
+    already = len([s for s in shard if s.image_id in finished])
+    part_path = out_dir / PARTS_DIR / f"process-{state.process_index}.jsonl"
+    runner = _BatchRunner(model, out_dir, settings, state.process_index, part_path, log)
+    bar = tqdm(total=len(shard), initial=already, desc=f"{model.name}", unit="img",
+               disable=not (settings.progress and state.is_main_process), dynamic_ncols=True)
+    done = set(finished)
+    made = 0
+    for batch in make_batches(shard, settings.batch_size):
+        before = len(done)
+        runner.run(batch, done)
+        made += len(done) - before
+        bar.update(len(done) - before)
+    bar.close()
+
+    # 4. Merge the manifest parts into one manifest, in dataset order, each image once
+    state.wait_for_everyone()
+    if state.is_main_process:
+        merge_manifest(out_dir, dataset)
+    state.wait_for_everyone()
+    return RunResult(out_dir, len(dataset.samples), made, already)
+
+
+def merge_manifest(out_dir: Path, dataset: Dataset) -> None:
+    rows = finished_rows(out_dir)
+    order = [s.image_id for s in dataset.samples]
+    lines = [json.dumps(rows[i]) for i in order if i in rows]
+    # rows of images no longer in the dataset (e.g. skipped this time) are kept, after the others
+    lines += [json.dumps(r) for i, r in rows.items() if i not in set(order)]
+    atomic_write_text(out_dir / MANIFEST, "".join(line + "\n" for line in lines))
+    parts = out_dir / PARTS_DIR
+    if parts.is_dir():
+        for part in parts.glob("*.jsonl"):
+            part.unlink()
+        parts.rmdir()
+
+
+def is_complete(out_dir: Path, dataset: Dataset) -> bool:
+    rows = finished_rows(out_dir)
+    return all(s.image_id in rows for s in dataset.samples)
