@@ -116,7 +116,7 @@ def fid_scores(dataset: Dataset, run_dirs: Mapping[str, Path], settings: EvalSet
             "and unstable; compare models by KID")
     scores = {}
     for model, run_dir in run_dirs.items():
-        fake = extractor(_crops(dataset.samples, run_dir))
+        fake = extractor(_crops(dataset.samples, run_dir / "images"))
         kid, kid_std = fidlib.kernel_inception_distance(fake, real)
         scores[model] = {"fid": fidlib.frechet_distance(fake, real), "kid": kid, "kid_std": kid_std,
                          "n_fid_crops": len(fake),

@@ -325,10 +325,10 @@ class TrainingImages(torch.utils.data.Dataset):
         """3×S×S image in [0, 1] and 1×S×S mask (1 = hole) for sample `index`."""
         sample = self.samples[index]
         shape = (self.size, self.size)
-        image = torch.from_numpy(sample.load_image()).permute(2, 0, 1)[None].float() / 255.0
+        image = torch.tensor(sample.load_image()).permute(2, 0, 1)[None].float() / 255.0  # copies the read-only array
         image = resize_images(image, shape)[0]
         if self.holes == "dataset":
-            mask = resize_masks(torch.from_numpy(sample.load_mask())[None, None], shape)[0]
+            mask = resize_masks(torch.tensor(sample.load_mask())[None, None], shape)[0]
         else:
             mask = torch.from_numpy(_generated_holes(self.size, self.holes, rng))[None].float()
         if flip:

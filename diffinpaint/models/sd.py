@@ -18,6 +18,7 @@ user's own photos, and a false positive would silently replace a fill with a bla
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -109,7 +110,7 @@ class StableDiffusionModel(InpaintModel):
         if pipeline is None:
             folder, self.checkpoint = resolve_checkpoint(s.sd_model)
             pipeline = _load_pipeline(folder, self.dtype)
-        else:
+        elif pipeline.unet.dtype != self.dtype:
             pipeline = pipeline.to(dtype=self.dtype)
         unet = getattr(pipeline, "unet", None)
         if unet is None or unet.config.in_channels != 9:
@@ -370,12 +371,31 @@ def _load_pipeline(folder: str, dtype: torch.dtype):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
         if "feature_extractor" in index:  # only feeds the safety checker
             kwargs["feature_extractor"] = None
+    with _quiet_loading():
+        try:
+            return AutoPipelineForInpainting.from_pretrained(folder, **kwargs)
+        except (OSError, ValueError, EnvironmentError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"--sd-model {folder}: cannot load the pipeline ({first}); note only safetensors "
+                             "weights are loaded") from None
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No per-component loading bars from diffusers / transformers (the runner has its own progress)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
     try:
-        return AutoPipelineForInpainting.from_pretrained(folder, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"--sd-model {folder}: cannot load the pipeline ({first}); note only safetensors "
-                         "weights are loaded") from None
+        yield
+    finally:
+        if was[0]:
+            dlog.enable_progress_bar()
+        if was[1]:
+            tlog.enable_progress_bar()
 
 
 def _dtype_kwarg() -> str:
@@ -518,4 +538,4 @@ def build_random_pipeline(configs: str | Path | dict = CONFIG_DIR, *, seed: int 
     return StableDiffusionInpaintPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=build_clip_tokenizer(text_cfg["max_position_embeddings"]),
         unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    ).to(torch.float32)
+    )

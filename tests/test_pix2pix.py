@@ -1,0 +1,378 @@
+"""Pix2Pix: networks, training (losses, resume, checkpoints, bad input) and the inference model.
+
+Everything runs on tiny configurations (ngf 8, 32 px) built in-process; no downloads.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffinpaint import train as tr
+from diffinpaint.models.pix2pix import Pix2PixModel, Pix2PixSettings
+from diffinpaint.pix2pix_nets import (HOLE_FILL, build_discriminator, build_generator, count_parameters,
+                                      generator_input, init_weights, unet_depth)
+
+TINY = dict(size=32, ngf=8, ndf=8, batch_size=2, device="cpu", sample_every=5, checkpoint_every=3)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny convolutions are dominated by thread hand-offs; one thread is faster and deterministic
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _write_dataset(root: Path, n: int = 5, mask_pngs: bool = False) -> Path:
+    (root / "images" / "cats").mkdir(parents=True)
+    rows = ["image,x,y,width,height"]
+    for i in range(n):
+        h, w = 40 + 8 * i, 48
+        yy, xx = np.mgrid[0:h, 0:w]
+        image = np.stack([(xx * 4 + i * 30) % 256, (yy * 5) % 256, ((xx + yy) * 3) % 256], -1).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / "cats" / f"{i}.png")
+        if mask_pngs:
+            mask = np.zeros((h, w), np.uint8)
+            mask[10:24, 12:30] = 255
+            (root / "masks" / "cats").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask).save(root / "masks" / "cats" / f"{i}.png")
+        else:
+            rows.append(f"cats/{i}.png,12,10,18,14")
+    if not mask_pngs:
+        (root / "masks.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return _write_dataset(tmp_path_factory.mktemp("p2p") / "data")
+
+
+def _cfg(data: Path, out: Path, **kw) -> tr.TrainConfig:
+    return tr.TrainConfig(data=str(data), out=str(out), **{**TINY, "steps": 6, **kw})
+
+
+def _weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / f"{name}.safetensors"))
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    tr.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------ networks
+
+
+def test_default_parameter_counts_without_allocating():
+    n_g, n_d = count_parameters()  # built on the meta device
+    assert (n_g, n_d) == (54_414_979, 2_769_729)
+    assert round(n_g / 1e6, 1) == 54.4 and round(n_d / 1e6, 2) == 2.77
+    # the reference's unet_256 with 3 input channels is 54,413,955: ours adds the mask channel's 64*4*4 weights
+    assert n_g - 64 * 4 * 4 == 54_413_955
+
+
+def test_unet_depth_follows_size_and_shapes():
+    assert unet_depth(256) == 8 and unet_depth(128) == 7 and unet_depth(32) == 5
+    for bad in (48, 16, 0):
+        with pytest.raises(ValueError, match="power of two"):
+            unet_depth(bad)
+    torch.manual_seed(0)
+    g, d = init_weights(build_generator(64, 8)), init_weights(build_discriminator(8))
+    x = torch.randn(2, 4, 64, 64)
+    y = g(x)
+    assert y.shape == (2, 3, 64, 64) and y.abs().max() <= 1.0  # tanh
+    assert d(torch.cat([x, y], 1)).shape == (2, 1, 6, 6)  # PatchGAN logit map
+    assert sum(isinstance(m, torch.nn.Dropout) for m in build_generator(256, 8).modules()) == 3  # unet_256
+
+
+def test_generator_input_zeroes_holes_and_appends_mask():
+    images = torch.rand(1, 3, 8, 8)
+    masks = torch.zeros(1, 1, 8, 8)
+    masks[..., 2:5, 3:6] = 1
+    x = generator_input(images, masks)
+    assert x.shape == (1, 4, 8, 8)
+    assert torch.all(x[:, :3][masks.expand(1, 3, 8, 8) > 0] == HOLE_FILL)
+    assert torch.allclose(x[:, :3][masks.expand(1, 3, 8, 8) == 0], (images * 2 - 1)[masks.expand(1, 3, 8, 8) == 0])
+    assert torch.equal(x[:, 3:], masks)
+
+
+def test_lr_schedule_constant_then_linear():
+    factors = [tr.lr_factor(s, 10, 0.5) for s in range(10)]
+    assert factors[:6] == [1.0] * 6
+    assert all(a > b for a, b in zip(factors[5:], factors[6:])) and factors[-1] > 0
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def test_losses_finite_and_l1_falls_on_a_fixed_batch(data):
+    from accelerate import Accelerator
+
+    from diffinpaint.data import load_dataset
+
+    cfg = _cfg(data, data.parent / "unused", lr=1e-3)
+    images = tr.TrainingImages(load_dataset(data).samples, cfg)
+    batch = [images.example(i, np.random.default_rng(i), False) for i in range(2)]
+    torch.manual_seed(0)
+    netG, netD = init_weights(build_generator(32, 8)), init_weights(build_discriminator(8))
+    opt_G = torch.optim.Adam(netG.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    opt_D = torch.optim.Adam(netD.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    accelerator = Accelerator(cpu=True)
+    netG, netD, opt_G, opt_D = accelerator.prepare(netG, netD, opt_G, opt_D)
+    model = tr.Pix2Pix(netG, netD, opt_G, opt_D, cfg, accelerator)
+    model.set_input(torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch]))
+    history = [model.optimize_parameters() for _ in range(30)]
+    assert all(math.isfinite(v) for losses in history for v in losses.values())
+    first, last = history[0]["G_L1"], np.mean([h["G_L1"] for h in history[-5:]])
+    print("G_L1 first", first, "last5", last)
+    assert last < 0.6 * first, (first, last)
+
+
+def test_train_writes_checkpoints_samples_and_log(data, tmp_path):
+    out = tmp_path / "out"
+    final = tr.train(_cfg(data, out, steps=7, keep_checkpoints=2))
+    assert final == out / "checkpoints" / "step_000007"
+    assert [s for s, _ in tr.checkpoint_dirs(out)] == [6, 7]  # step 3 pruned
+    assert sorted(p.name for p in final.iterdir()) == sorted(tr.CHECKPOINT_FILES)
+    assert not list(final.glob("*.pt")) and not list(final.glob("*.pth")) and not list(final.glob("*.bin"))
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000005.png", "step_000007.png"]
+    grid = Image.open(out / "samples" / "step_000007.png")
+    assert grid.size == (3 * 32, 4 * 32)  # masked input | output | target, four rows
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == list(range(1, 8))
+    assert all(math.isfinite(entry[k]) for entry in log for k in ("D_real", "D_fake", "G_GAN", "G_L1"))
+    state = json.loads((final / "state.json").read_text())
+    assert state["step"] == 7 and state["schedulers"]["G"]["last_epoch"] == 7
+
+
+def test_resume_equals_uninterrupted(data, tmp_path):
+    whole = tr.train(_cfg(data, tmp_path / "whole", steps=10))
+    tr.train(_cfg(data, tmp_path / "parts", steps=10, stop_at=6))
+    assert tr.checkpoint_dirs(tmp_path / "parts")[-1][0] == 6
+    parts = tr.train(_cfg(data, tmp_path / "parts", steps=10, resume=True))
+    for name in ("generator", "discriminator", "optimizer_G", "optimizer_D"):
+        a, b = _weights(whole, name), _weights(parts, name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (name, key)
+    state_a, state_b = (json.loads((p / "state.json").read_text()) for p in (whole, parts))
+    assert state_a["schedulers"] == state_b["schedulers"] and state_a["optimizers"] == state_b["optimizers"]
+    assert (tmp_path / "whole" / "log.jsonl").read_text() == (tmp_path / "parts" / "log.jsonl").read_text()
+
+
+def test_data_order_does_not_depend_on_workers(data, tmp_path):
+    a = tr.train(_cfg(data, tmp_path / "w0", steps=2, holes="box"))
+    b = tr.train(_cfg(data, tmp_path / "w1", steps=2, holes="box", workers=1))
+    ga, gb = _weights(a, "generator"), _weights(b, "generator")
+    assert all(torch.equal(ga[k], gb[k]) for k in ga)
+
+
+@pytest.mark.parametrize("holes", ["thin", "thick"])
+def test_generated_holes(data, holes):
+    from diffinpaint.data import load_dataset
+
+    images = tr.TrainingImages(load_dataset(data).samples, _cfg(data, data, holes=holes))
+    image, mask = images[3]
+    assert image.shape == (3, 32, 32) and mask.shape == (1, 32, 32)
+    assert 0 < mask.mean() < 1 and set(mask.unique().tolist()) <= {0.0, 1.0}
+    again_image, again_mask = images[3]
+    assert torch.equal(mask, again_mask) and torch.equal(image, again_image)
+
+
+def test_dataset_holes_from_mask_pngs(tmp_path):
+    from diffinpaint.data import load_dataset
+
+    root = _write_dataset(tmp_path / "pngs", n=2, mask_pngs=True)
+    images = tr.TrainingImages(load_dataset(root).samples, _cfg(root, root, flip=False))
+    image, mask = images.example(0, np.random.default_rng(0), False)  # 48x40 image, hole x 12:30, y 10:24
+    assert image.shape == (3, 32, 32)
+    expected = torch.zeros(32, 32)
+    expected[8:20, 8:20] = 1  # y 10:24 of 40 rows -> 8:19.2, x 12:30 of 48 columns -> 8:20 (covering pixels)
+    assert torch.equal(mask[0], expected)
+
+
+def test_box_holes_scale_with_size(data):
+    from diffinpaint.data import load_dataset
+
+    images = tr.TrainingImages(load_dataset(data).samples, _cfg(data, data, size=64, holes="box"))
+    _, mask = images[0]
+    side = round(75 * 64 / 256)
+    assert 0 < mask.sum() <= 2 * side * side
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(data, tmp_path, monkeypatch, capsys):
+    real = tr.Pix2Pix.optimize_parameters
+    calls = {"n": 0}
+
+    def flaky(self):
+        calls["n"] += 1
+        losses = real(self)
+        return {**losses, "G_L1": float("nan")} if calls["n"] == 5 else losses
+
+    monkeypatch.setattr(tr.Pix2Pix, "optimize_parameters", flaky)
+    out = tmp_path / "out"
+    args = _parse(["--data", str(data), "--out", str(out), "--size", "32", "--ngf", "8", "--ndf", "8",
+                   "--batch-size", "2", "--device", "cpu", "--steps", "8", "--checkpoint-every", "3"])
+    assert tr.main(args) == 1
+    err = capsys.readouterr().err
+    assert "not finite at step 5" in err and "step_000003" in err
+    assert [s for s, _ in tr.checkpoint_dirs(out)] == [3]
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+
+
+def test_dry_run_prints_config_and_counts(data, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert tr.main(_parse(["--data", str(data), "--out", str(out), "--dry-run"])) == 0
+    text = capsys.readouterr().out
+    assert "54,414,979 parameters (54.4 M)" in text and "2,769,729 parameters (2.77 M)" in text
+    assert "lambda_l1: 100.0" in text and "unet_256" in text
+    assert not out.exists()
+
+
+def test_cli_train_dry_run(data, tmp_path, capsys):
+    cli = pytest.importorskip("diffinpaint.cli")
+    if not hasattr(cli, "main"):
+        pytest.skip("diffinpaint.cli.main not there yet")
+    code = cli.main(["train", "pix2pix", "--dry-run", "--data", str(data), "--out", str(tmp_path / "o"),
+                     "--size", "64", "--ngf", "8"])
+    assert code == 0 and "unet_64" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def _one_line_value_error(excinfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    return message
+
+
+def test_dataset_smaller_than_a_batch(data, tmp_path):
+    with pytest.raises(ValueError) as excinfo:
+        tr.train(_cfg(data, tmp_path / "o", batch_size=6))
+    assert "fewer than one batch" in _one_line_value_error(excinfo)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        tr.main(_parse(["--data", str(data), "--out", str(tmp_path / "o"), "--batch-size", "6", "--dry-run"]))
+
+
+def test_resume_refusals(data, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError) as excinfo:
+        tr.train(_cfg(data, out, resume=True))
+    assert "holds no checkpoint" in _one_line_value_error(excinfo)
+    tr.train(_cfg(data, out, steps=3))
+    with pytest.raises(ValueError, match="pass --resume"):
+        tr.train(_cfg(data, out, steps=6))  # would overwrite an existing run
+    with pytest.raises(ValueError) as excinfo:
+        tr.train(_cfg(data, out, steps=6, ngf=16, resume=True))
+    assert "ngf=8" in _one_line_value_error(excinfo) and "--ngf 8" in str(excinfo.value)
+    (out / "checkpoints" / "step_000003" / "optimizer_D.safetensors").unlink()
+    with pytest.raises(ValueError) as excinfo:
+        tr.train(_cfg(data, out, steps=6, resume=True))
+    assert "optimizer_D.safetensors is missing" in _one_line_value_error(excinfo)
+
+
+def test_bad_options():
+    for argv, match in ((["--size", "100"], "power of two"), (["--steps", "0"], "--steps"),
+                        (["--decay-start", "2"], "--decay-start")):
+        with pytest.raises(ValueError, match=match):
+            tr.config_from_args(_parse(["--data", "d", "--out", "o", *argv]))
+
+
+# ------------------------------------------------------------------------------------------------ inference
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "out"
+    tr.train(_cfg(data, out, steps=4))
+    return out
+
+
+def test_checkpoint_round_trip(trained):
+    folder = tr.resolve_checkpoint(trained)
+    assert folder.name == "step_000004"
+    generator, info = tr.load_generator(trained)
+    saved = _weights(folder, "generator")
+    assert all(torch.equal(v, saved[k]) for k, v in generator.state_dict().items())
+    assert info["step"] == 4 and not generator.training and len(info["generator_sha256"]) == 64
+    # optimiser state: safetensors tensors + JSON, back to an equal state_dict
+    tensors = _weights(folder, "optimizer_G")
+    meta = json.loads((folder / "state.json").read_text())["optimizers"]["optimizer_G"]
+    state = tr.optimizer_from_safetensors(tensors, meta)
+    netG = build_generator(32, 8)
+    optimizer = torch.optim.Adam(netG.parameters())
+    optimizer.load_state_dict(state)
+    again, again_meta = tr.optimizer_to_safetensors(optimizer.state_dict())
+    assert again.keys() == tensors.keys() and all(torch.equal(again[k], tensors[k]) for k in tensors)
+    assert again_meta == meta
+    # a half-written checkpoint (temporary folder) is never picked up
+    (trained / "checkpoints" / ".tmp-step_000009-1").mkdir()
+    assert tr.resolve_checkpoint(trained) == folder
+
+
+def test_inference_shape_range_determinism(trained):
+    model = Pix2PixModel(Pix2PixSettings(checkpoint=str(trained)))
+    torch.manual_seed(1)
+    images = torch.rand(2, 3, 40, 56)
+    masks = torch.zeros(2, 1, 40, 56)
+    masks[0, :, 5:20, 10:30] = 1
+    masks[1, :, 20:35, 30:50] = 1
+    out = model.inpaint(images, masks, seeds=[0, 1], labels=[None, None])
+    assert out.shape == images.shape and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out, model.inpaint(images, masks, seeds=[5, 6], labels=[None, None]))
+    single = model.inpaint(images[1:], masks[1:], seeds=[1], labels=[None])
+    assert torch.allclose(single, out[1:], atol=1e-5)  # eval mode: no dependence on the batch
+    settings = model.output_settings()
+    assert settings["step"] == 4 and settings["checkpoint"].endswith("step_000004") and settings["size"] == 32
+    assert settings["generator_sha256"] == tr._file_sha256(tr.resolve_checkpoint(trained) / "generator.safetensors")
+
+
+def test_inference_refuses_bad_checkpoints(trained, tmp_path):
+    with pytest.raises(ValueError, match="--pix2pix-checkpoint"):
+        Pix2PixModel(Pix2PixSettings())
+    pickle = tmp_path / "model.pth"
+    torch.save(build_generator(32, 8).state_dict(), pickle)
+    for bad, match in ((pickle, "not a pix2pix checkpoint"), (tmp_path / "nowhere", "does not exist"),
+                       (tmp_path, "holds no pix2pix checkpoint")):
+        with pytest.raises(ValueError, match=match) as excinfo:
+            Pix2PixModel(Pix2PixSettings(checkpoint=str(bad)))
+        _one_line_value_error(excinfo)
+    # a pickle renamed to .safetensors inside an otherwise valid checkpoint folder
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    source = tr.resolve_checkpoint(trained)
+    for name in ("config.json", "state.json"):
+        (fake / name).write_bytes((source / name).read_bytes())
+    (fake / "generator.safetensors").write_bytes(pickle.read_bytes())
+    with pytest.raises(ValueError, match="not a readable safetensors file") as excinfo:
+        Pix2PixModel(Pix2PixSettings(checkpoint=str(fake)))
+    _one_line_value_error(excinfo)
+    # weights of another configuration
+    from safetensors.torch import save_file
+
+    save_file(build_generator(32, 16).state_dict(), str(fake / "generator.safetensors"))
+    with pytest.raises(ValueError, match="does not fit the configuration") as excinfo:
+        Pix2PixModel(Pix2PixSettings(checkpoint=str(fake)))
+    _one_line_value_error(excinfo)
+
+
+def test_add_arguments_dest():
+    parser = argparse.ArgumentParser()
+    Pix2PixModel.add_arguments(parser)
+    assert parser.parse_args(["--pix2pix-checkpoint", "x"]).checkpoint == "x"
+    assert parser.parse_args(["--checkpoint", "y"]).checkpoint == "y"
+    assert parser.parse_args([]).checkpoint is None
