@@ -49,7 +49,8 @@ class EvalSettings:
 
 
 def _tensor(images: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0)
+    """uint8 N×3×H×W: the metrics do exact integer RMSE and convert only hole crops to float for SSIM."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
 
 
 def score_samples(samples: list[Sample], run_dir: Path, model: str) -> list[dict]:
@@ -63,7 +64,7 @@ def score_samples(samples: list[Sample], run_dir: Path, model: str) -> list[dict
             batch = group[start : start + 64]
             target = _tensor([s.load_image() for s in batch])
             preds = _tensor([load_rgb(run_dir / "images" / s.output_relpath) for s in batch])
-            masks = torch.from_numpy(np.stack([s.load_mask() for s in batch])).unsqueeze(1).float()
+            masks = torch.from_numpy(np.stack([s.load_mask() for s in batch])).unsqueeze(1)
             sse, count = masked_squared_error(preds, target, masks)
             if batch[0].boxes:
                 per_hole = box_ssim(preds, target, [s.boxes for s in batch])

@@ -36,15 +36,25 @@ Box = tuple[int, int, int, int]  # x, y, width, height
 
 def masked_squared_error(preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image: (sum of squared errors over hole pixels and channels, number of such values).
+    """Per image: (sum of squared errors over hole pixels and channels, number of such values), float64.
 
-    preds, target: N×3×H×W in [0, 1]; mask: N×1×H×W, 1 = hole.
+    preds, target: N×3×H×W, either float in [0, 1] or uint8 (then the arithmetic is exact integer
+    arithmetic, scaled by 1/255² at the end); mask: N×1×H×W, 1 = hole.
     """
-    hole = mask.to(preds.dtype)
-    diff = (preds.double() - target.double()) * hole.double()
-    sse = diff.square().flatten(1).sum(1)
-    count = hole.double().flatten(1).sum(1) * preds.shape[1]
-    return sse, count
+    sse, count = [], []
+    for pred, true, hole in zip(preds, target, mask.bool()):
+        # gather the hole pixels (H×W×C order: contiguous for images decoded as H×W×3) instead of
+        # multiplying whole images by the mask: holes are a fraction of the image (measured 8x faster)
+        selected_p = pred.permute(1, 2, 0)[hole[0]]
+        selected_t = true.permute(1, 2, 0)[hole[0]]
+        if selected_p.dtype == torch.uint8 and selected_t.dtype == torch.uint8:
+            diff = selected_p.to(torch.int32) - selected_t.to(torch.int32)
+            sse.append((diff * diff).sum().to(torch.float64) / 255.0**2)  # exact integer sum
+        else:
+            diff = selected_p.to(torch.float64) - selected_t.to(torch.float64)
+            sse.append((diff * diff).sum())
+        count.append(torch.tensor(float(selected_p.numel()), dtype=torch.float64))
+    return torch.stack(sse), torch.stack(count)
 
 
 def masked_rmse(preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -122,6 +132,11 @@ def ssim_map(preds: torch.Tensor, target: torch.Tensor, *, crop: bool) -> torch.
 SSIM_CHUNK = 16
 
 
+def _as_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 in [0, 1]; float stays as it is. Crops are converted after cropping: far less work."""
+    return images.to(torch.float32).div_(255.0) if images.dtype == torch.uint8 else images
+
+
 def box_ssim(preds: torch.Tensor, target: torch.Tensor, boxes: Sequence[Sequence[Box]]) -> list[list[float]]:
     """SSIM of every rectangular hole crop: one list per image, one value per box, as skimage computes it.
 
@@ -133,8 +148,8 @@ def box_ssim(preds: torch.Tensor, target: torch.Tensor, boxes: Sequence[Sequence
             by_size.setdefault((h, w), []).append((i, j, (x, y, w, h)))
     result: list[list[float]] = [[math.nan] * len(b) for b in boxes]
     for (h, w), items in by_size.items():
-        crops_p = torch.stack([preds[i, :, y : y + h, x : x + w] for i, _, (x, y, _, _) in items])
-        crops_t = torch.stack([target[i, :, y : y + h, x : x + w] for i, _, (x, y, _, _) in items])
+        crops_p = _as_unit_float(torch.stack([preds[i, :, y : y + h, x : x + w] for i, _, (x, y, _, _) in items]))
+        crops_t = _as_unit_float(torch.stack([target[i, :, y : y + h, x : x + w] for i, _, (x, y, _, _) in items]))
         # skimage: mean over the cropped map per channel (float64), then mean over channels
         values = torch.cat([
             ssim_map(crops_t[k : k + SSIM_CHUNK], crops_p[k : k + SSIM_CHUNK], crop=True)
@@ -150,7 +165,7 @@ def masked_ssim(preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     """Free-form masks: the whole image's SSIM map (channel mean) averaged over hole pixels, per image."""
     values = []
     for i in range(len(preds)):  # one image at a time keeps the filtered maps small
-        smap = ssim_map(target[i : i + 1], preds[i : i + 1], crop=False).double().mean(dim=1)
+        smap = ssim_map(_as_unit_float(target[i : i + 1]), _as_unit_float(preds[i : i + 1]), crop=False).double().mean(dim=1)
         hole = mask[i].double()
         values.append((smap * hole).sum() / hole.sum())
     return torch.stack(values)

@@ -139,6 +139,7 @@ def _nets(size: int, device, channels_last: bool):
 
 def run_one(impl: str, batch_size: int, precision: str, device_name: str, steps: int, warmup: int,
             size: int) -> dict:
+    load_before = os.getloadavg()[0]
     device = torch.device(device_name)
     cuda = device.type == "cuda"
     channels_last = cuda
@@ -188,7 +189,7 @@ def run_one(impl: str, batch_size: int, precision: str, device_name: str, steps:
             "channels_last": channels_last, "warmup_steps": warmup, "timed_steps": steps,
             "seconds": seconds, "steps_per_second": steps / seconds,
             "images_per_second": steps * batch_size / seconds,
-            "peak_memory_mib": peak / 2**20,
+            "peak_memory_mib": peak / 2**20, "load_average_1min": [load_before, os.getloadavg()[0]],
             "peak_memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS (ru_maxrss)",
             "first_step_losses": first, "last_step_losses": losses}
 
@@ -238,11 +239,14 @@ def write_markdown(path: Path, report: dict) -> None:
              f"then {report['steps']} timed step(s) per row (batch > 1: {report['large_steps'] or report['steps']}). `reference` = junyanz's optimize_parameters re-stated "
              "(plain PyTorch); `diffinpaint` = diffinpaint.train.Pix2Pix through accelerate. Peak memory: "
              f"{report['results'][0]['peak_memory_kind'] if report['results'] else ''}.", "",
-             "| impl | batch | precision | steps/s | images/s | peak memory (MiB) |",
-             "|---|---:|---|---:|---:|---:|"]
+             "Load average = the machine's 1-minute load before/after the row: above the core count means other "
+             "processes shared the CPU and the row's speed is understated (compare rows only at similar load).", "",
+             "| impl | batch | precision | steps/s | images/s | peak memory (MiB) | load before/after |",
+             "|---|---:|---|---:|---:|---:|---|"]
     for r in report["results"]:
         lines.append(f"| {r['impl']} | {r['batch_size']} | {r['precision']} | {r['steps_per_second']:.3f} | "
-                     f"{r['images_per_second']:.3f} | {r['peak_memory_mib']:.0f} |")
+                     f"{r['images_per_second']:.3f} | {r['peak_memory_mib']:.0f} | "
+                     f"{r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f} |")
     lines += ["", f"Command: `{report['command']}`"]
     lines += ["", "Fidelity: largest |difference| of first-step losses between the two implementations "
               "(same weights, batch and seed), per configuration:", ""]

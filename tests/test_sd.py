@@ -262,6 +262,16 @@ def test_bad_options_are_value_errors(tiny_folder, change, match):
         StableDiffusionModel(Settings(sd_model=tiny_folder, **change), device="cpu")
 
 
+def test_lcm_lora_without_peft_is_a_clear_error(tiny_folder):
+    try:
+        import peft  # noqa: F401
+        pytest.skip("peft is installed")
+    except ImportError:
+        pass
+    with pytest.raises(ValueError, match="--lcm-lora needs the peft package"):
+        StableDiffusionModel(Settings(sd_model=tiny_folder, lcm_lora="latent-consistency/lcm-lora-sdv1-5"))
+
+
 # ---------------------------------------------------------------------------------------------- options
 def test_scheduler_resolution_and_tiny_vae(tiny_folder, tmp_path):
     vae = save_tiny_vae(tmp_path / "taesd")

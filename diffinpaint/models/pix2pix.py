@@ -42,6 +42,8 @@ class Pix2PixModel(InpaintModel):
         if not self.settings.checkpoint:
             raise ValueError("pix2pix needs a trained generator: pass --pix2pix-checkpoint DIR, the --out folder of "
                              "`diffinpaint train pix2pix`")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.generator, self.info = load_generator(self.settings.checkpoint, self.device)
         self.size = self.info["config"].size

@@ -311,7 +311,11 @@ def crop_seed(seed: int, k: int) -> int:
 
 # ---------------------------------------------------------------------- loading
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    """HF_HUB_OFFLINE as set now (huggingface_hub reads it once at import; a later setenv counts too)."""
+    import huggingface_hub.constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return env or bool(huggingface_hub.constants.HF_HUB_OFFLINE)
 
 
 def resolve_checkpoint(sd_model: str) -> tuple[str, dict[str, Any]]:
