@@ -38,12 +38,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                        help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    seen = set()
     for name in MODELS:
         try:
             add = getattr(model_class(name), "add_arguments", None)
         except ImportError:  # a model whose module cannot import still fails clearly when chosen
             continue
-        if add is not None:
+        if add is not None and add not in seen:  # telea and ns share one set of options
+            seen.add(add)
             add(parser.add_argument_group(f"{name} options"))
 
 

@@ -23,6 +23,11 @@ class _OpenCVInpaint(InpaintModel):
     Settings = ClassicalSettings
     flag: int
 
+    @staticmethod
+    def add_arguments(parser) -> None:
+        parser.add_argument("--radius", type=int, default=None,
+                            help="telea/ns: neighbourhood radius in pixels (default 3)")
+
     def __init__(self, settings: ClassicalSettings | None = None, device: str = "cpu"):
         self.settings = settings or ClassicalSettings()
 
