@@ -1,0 +1,93 @@
+"""Demo data, mask generators and `data masks`, and free-form masks through eval."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffinpaint.cli import main
+from diffinpaint.data import load_dataset
+from diffinpaint.demo import make_demo_dataset
+from diffinpaint.masks import box_mask, derive_seed, irregular_mask
+
+
+def tree_bytes(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_demo_dataset_is_deterministic_real_and_in_the_kaggle_layout(tmp_path):
+    a = make_demo_dataset(tmp_path / "a", size=64, crops_per_photo=2, hole_size=16)
+    b = make_demo_dataset(tmp_path / "b", size=64, crops_per_photo=2, hole_size=16)
+    assert tree_bytes(a) == tree_bytes(b)
+    dataset = load_dataset(a)
+    assert len(dataset.samples) == 18 and dataset.n_holes == 36
+    assert {s.label for s in dataset.samples} >= {"cat", "astronaut", "coffee", "rocket"}
+    assert all(len(s.boxes) == 2 and all(w == h == 16 for *_, w, h in s.boxes) for s in dataset.samples)
+    pixels = np.stack([s.load_image() for s in dataset.samples])
+    assert pixels.std() > 30  # real photos, not flat fills
+    assert make_demo_dataset(tmp_path / "c", crops_per_photo=1).joinpath("masks.csv").is_file()
+
+
+def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    assert main(["data", "demo", "--out", str(tmp_path / "x")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+
+
+def test_seeds_depend_on_seed_and_id_only():
+    assert derive_seed(0, "cats/a.jpg") == derive_seed(0, "cats/a.jpg")
+    assert derive_seed(0, "cats/a.jpg") != derive_seed(1, "cats/a.jpg")
+    assert derive_seed(0, "cats/a.jpg") != derive_seed(0, "cats/b.jpg")
+    assert 0 <= derive_seed(5, "x") < 2**31
+
+
+def test_box_masks_have_the_asked_holes():
+    mask = box_mask(256, 256, 2, 75, np.random.default_rng(0))
+    assert 75 * 75 <= mask.sum() <= 2 * 75 * 75
+    with pytest.raises(ValueError, match="does not fit"):
+        box_mask(50, 50, 1, 75, np.random.default_rng(0))
+
+
+def test_irregular_protocols_grow_from_thin_to_thick_and_are_never_empty():
+    coverage = {}
+    for protocol in ("thin", "medium", "thick"):
+        masks = [irregular_mask(256, 256, protocol, np.random.default_rng(seed)) for seed in range(30)]
+        assert all(m.any() for m in masks)
+        coverage[protocol] = np.mean([m.mean() for m in masks])
+    assert coverage["thin"] < coverage["thick"] and coverage["medium"] < coverage["thick"]
+    assert 0.02 < coverage["thick"] < 0.6
+    with pytest.raises(ValueError, match="unknown mask protocol"):
+        irregular_mask(64, 64, "huge", np.random.default_rng(0))
+
+
+def test_data_masks_writes_a_valid_source_and_eval_scores_free_form_holes(demo_small, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_small, data)
+    assert main(["data", "masks", "--data", str(data), "--protocol", "thick", "--seed", "3"]) == 2
+    assert "--replace" in capsys.readouterr().err  # masks.csv is there: refused, nothing changed
+    assert (data / "masks.csv").exists() and not (data / "masks").exists()
+    assert main(["data", "masks", "--data", str(data), "--protocol", "medium", "--seed", "3", "--replace"]) == 0
+    dataset = load_dataset(data)
+    assert dataset.mask_source == "png" and not (data / "masks.csv").exists()
+    first = Image.open(data / "masks" / dataset.samples[0].output_relpath)
+    assert first.size == (64, 64) and set(np.unique(np.asarray(first))) <= {0, 255}
+    assert main(["eval", "--models", "telea", "--data", str(data), "--out", str(tmp_path / "ev"), "--no-fid",
+                 "--no-report", "--no-progress"]) == 0
+    row = json.loads((tmp_path / "ev" / "summary.json").read_text())[0]
+    assert row["n_holes"] == len(dataset.samples) and 0 < row["ssim"] < 1 and row["rmse"] > 0
+    # box protocol back to masks.csv, with the asked count and size
+    assert main(["data", "masks", "--data", str(data), "--protocol", "box", "--holes", "3", "--hole-size", "20",
+                 "--replace"]) == 0
+    assert load_dataset(data).n_holes == 3 * len(dataset.samples)
+
+
+def test_data_check_prints_a_summary(demo_small, capsys):
+    assert main(["data", "check", str(demo_small)]) == 0
+    out = capsys.readouterr().out
+    assert "9 images, 18 holes (masks.csv)" in out and "cat 1" in out and "64x64 9" in out
