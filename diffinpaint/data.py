@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -26,6 +25,9 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
 CSV_COLUMNS = ["image", "x", "y", "width", "height"]
 # PIL's own decompression-bomb threshold; an image beyond it is refused before it is decoded
 DEFAULT_MAX_PIXELS = 89_478_485
+# what Image.open may decode, whatever the file is called: PIL sniffs ~40 formats (EPS even runs Ghostscript)
+# (PIL's JPEG opener also returns the multi-picture MPO files many phones write)
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,13 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        return f"{where}: {self.message}"
+        return printable(f"{where}: {self.message}")
+
+
+def printable(text: str) -> str:
+    """One terminal line whatever a file name or CSV cell holds: newlines, NULs, undecodable bytes escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for ch in text)
 
 
 class DatasetError(ValueError):
@@ -56,6 +64,7 @@ class Sample:
     height: int
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # (x, y, w, h) when masks.csv
     mask_path: Path | None = None  # when masks/ PNGs
+    max_pixels: int = DEFAULT_MAX_PIXELS  # the limit it was validated under (--max-pixels)
 
     @property
     def output_relpath(self) -> str:
@@ -63,12 +72,12 @@ class Sample:
         return str(PurePosixPath(self.image_id).with_suffix(".png"))
 
     def load_image(self) -> np.ndarray:
-        return load_rgb(self.path)
+        return load_rgb(self.path, self.max_pixels)
 
     def load_mask(self) -> np.ndarray:
         """H×W bool, True = hole."""
         if self.mask_path is not None:
-            return load_mask_png(self.mask_path)
+            return load_mask_png(self.mask_path, self.max_pixels)
         mask = np.zeros((self.height, self.width), dtype=bool)
         for x, y, w, h in self.boxes:
             mask[y : y + h, x : x + w] = True
@@ -111,16 +120,22 @@ class Dataset:
 
 
 def _open_upright(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open, refuse decompression bombs before decoding, decode fully (catches truncation), apply EXIF."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = Image.open(path)
-        if image.width * image.height > max_pixels:
-            raise ValueError(
-                f"{image.width}x{image.height} pixels is over the limit of {max_pixels} (decompression bomb?); "
-                "shrink the image or raise --max-pixels"
-            )
-        image.load()
+    """Open, refuse decompression bombs before decoding, decode fully (catches truncation), apply EXIF.
+
+    PIL's own bomb check (Image.MAX_IMAGE_PIXELS) is off while opening: `max_pixels` replaces it, so a raised
+    --max-pixels is honoured and a lowered one is the only limit."""
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        image = Image.open(path, formats=IMAGE_FORMATS)
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+    if image.width * image.height > max_pixels:
+        raise ValueError(
+            f"{image.width}x{image.height} pixels is over the limit of {max_pixels} (decompression bomb?); "
+            "shrink the image or raise --max-pixels"
+        )
+    image.load()
     return ImageOps.exif_transpose(image)
 
 
@@ -148,8 +163,8 @@ def load_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     return to_rgb(_open_upright(Path(path), max_pixels))
 
 
-def load_mask_png(path: Path) -> np.ndarray:
-    image = _open_upright(Path(path))
+def load_mask_png(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    image = _open_upright(Path(path), max_pixels)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         grey = to_rgb(image)[:, :, 0]
     else:
@@ -167,10 +182,13 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _walk_files(top: Path, root: Path, problems: list[Problem]) -> list[Path]:
-    """All files under `top` (sorted), refusing symlinks that lead outside the dataset folder."""
+def _walk_files(top: Path, root: Path, problems: list[Problem], image_of=lambda rel: rel) -> list[Path]:
+    """All files under `top` (sorted), refusing symlinks that lead outside the dataset folder and folders seen
+    twice (a symlink loop, or a second link to a folder). `image_of(path under top)` = the image that a refused
+    file disqualifies."""
     real_root = Path(os.path.realpath(root))
     found = []
+    seen: dict[Path, Path] = {}  # real folder -> the path it was first walked as
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         dirnames.sort()
         here = Path(dirpath)
@@ -180,6 +198,12 @@ def _walk_files(top: Path, root: Path, problems: list[Problem]) -> list[Path]:
                                     "copy the files into the dataset instead", image=None))
             dirnames[:] = []
             continue
+        if real_here in seen:
+            problems.append(Problem(_relative(here, root), f"is the same folder as {_relative(seen[real_here], root)} "
+                                    "(a symlink loop or a second link); remove the link", image=None))
+            dirnames[:] = []
+            continue
+        seen[real_here] = here
         for name in sorted(filenames):
             if name.startswith("."):
                 continue  # hidden files (.DS_Store, editor swap files) are not data
@@ -188,7 +212,7 @@ def _walk_files(top: Path, root: Path, problems: list[Problem]) -> list[Path]:
             if real_root not in real.parents:
                 problems.append(Problem(_relative(path, root), "is a symlink that leads outside the dataset "
                                         "folder; copy the file into the dataset instead",
-                                        image=_relative(path, top).replace(os.sep, "/")))
+                                        image=image_of(_relative(path, top).replace(os.sep, "/"))))
                 continue
             found.append(path)
     return found
@@ -232,7 +256,7 @@ def load_dataset(root: str | Path, *, skip_invalid: bool = False,
         _attach_mask_pngs(root, masks_dir, samples, problems)
         mask_source = "png"
 
-    if not samples and not any(p.image is None for p in problems):
+    if not samples and not problems:
         problems.append(Problem(str(images_dir), "holds no images (.png .jpg .jpeg .webp); add some"))
 
     fatal = [p for p in problems if p.image is None]
@@ -278,7 +302,7 @@ def _discover_images(root: Path, images_dir: Path, problems: list[Problem], max_
                                     image=image_id))
             continue
         label = rel.parts[0] if len(rel.parts) > 1 else None
-        samples[image_id] = Sample(image_id, path, label, upright.width, upright.height)
+        samples[image_id] = Sample(image_id, path, label, upright.width, upright.height, max_pixels=max_pixels)
     return samples
 
 
@@ -294,11 +318,21 @@ def _read_text(path: Path, root: Path, problems: list[Problem]) -> str | None:
 
 def _attach_csv_boxes(root: Path, csv_path: Path, samples: dict[str, Sample], problems: list[Problem]) -> None:
     name = _relative(csv_path, root)
+    if Path(os.path.realpath(root)) not in Path(os.path.realpath(csv_path)).parents:
+        problems.append(Problem(name, "is a symlink that leads outside the dataset folder; copy the file into the "
+                                "dataset instead"))
+        return
     text = _read_text(csv_path, root, problems)
     if text is None:
         return
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    reader = csv.reader(io.StringIO(text, newline=""))  # newline="": \r, \n and \r\n all end a row, as in open()
+    try:
+        header = next(reader, None)
+        numbered = [(reader.line_num, row) for row in reader]
+    except csv.Error as err:  # not a ValueError: would escape the CLI as a traceback
+        problems.append(Problem(name, f"is not valid CSV ({err}); save it again as plain comma-separated text",
+                                line=reader.line_num))
+        return
     if header is None:
         problems.append(Problem(name, "is empty; write the header image,x,y,width,height and one row per hole"))
         return
@@ -310,15 +344,17 @@ def _attach_csv_boxes(root: Path, csv_path: Path, samples: dict[str, Sample], pr
         return
     column = {c: header.index(c) for c in CSV_COLUMNS}
     seen_rows: dict[tuple, int] = {}
+    reported = {p.image for p in problems}  # images already refused (unreadable, not an image, ...)
+    refused_dirs = tuple(p.file + "/" for p in problems if p.image is None)  # folders symlinked out, loops
     n_rows = 0
-    for row in reader:
-        line = reader.line_num
+    for line, row in numbered:
         if not row or all(not cell.strip() for cell in row):
             continue
         n_rows += 1
         if len(row) < len(header):
             problems.append(Problem(name, f"has {len(row)} fields, the header has {len(header)}; fix the row",
-                                    line=line, image=row[column["image"]].strip() if row else None))
+                                    line=line,
+                                    image=row[column["image"]].strip() if len(row) > column["image"] else None))
             continue
         image_id = row[column["image"]].strip().replace("\\", "/")
         unsafe = _unsafe_relpath(image_id)
@@ -335,10 +371,12 @@ def _attach_csv_boxes(root: Path, csv_path: Path, samples: dict[str, Sample], pr
             continue
         sample = samples.get(image_id)
         if sample is None:
-            if not (root / "images" / image_id).exists():
-                problems.append(Problem(name, f"names images/{image_id}, which does not exist; fix the path "
+            if image_id not in reported and not f"images/{image_id}".startswith(refused_dirs):
+                what = ("is a folder or hidden file, not an image" if (root / "images" / image_id).exists()
+                        else "does not exist")
+                problems.append(Problem(name, f"names images/{image_id}, which {what}; fix the path "
                                         "(relative to images/) or drop the row", line=line, image=image_id))
-            continue  # the image exists but is itself invalid: already reported
+            continue
         key = (image_id, x, y, w, h)
         if key in seen_rows:
             problems.append(Problem(name, f"repeats line {seen_rows[key]}; remove the duplicate row",
@@ -366,22 +404,26 @@ def _attach_csv_boxes(root: Path, csv_path: Path, samples: dict[str, Sample], pr
 
 def _attach_mask_pngs(root: Path, masks_dir: Path, samples: dict[str, Sample], problems: list[Problem]) -> None:
     wanted = {s.output_relpath: s for s in samples.values()}
-    for path in _walk_files(masks_dir, root, problems):
+    found = set()
+    for path in _walk_files(masks_dir, root, problems,
+                            image_of=lambda rel: wanted[rel].image_id if rel in wanted else None):
         rel = path.relative_to(masks_dir).as_posix()
+        found.add(rel)
         if rel not in wanted:
             problems.append(Problem(f"masks/{rel}", "has no matching image under images/ (same relative path, "
                                     "any extension); remove it or fix its name"))
     for rel, sample in wanted.items():
         path = masks_dir / rel
         shown = f"masks/{rel}"
-        if not path.is_file():
-            problems.append(Problem(shown, f"is missing: every image needs a mask (for images/{sample.image_id})",
-                                    image=sample.image_id))
+        if rel not in found:  # absent, or a symlink out of the dataset (reported by _walk_files, never read)
+            if not any(p.file == shown for p in problems):
+                problems.append(Problem(shown, f"is missing: every image needs a mask (for images/{sample.image_id})",
+                                        image=sample.image_id))
             continue
         try:
             if path.stat().st_size == 0:
                 raise ValueError("empty (0-byte) file")
-            mask = load_mask_png(path)
+            mask = load_mask_png(path, sample.max_pixels)
         except Exception as err:
             problems.append(Problem(shown, f"cannot be read as an image ({str(err).splitlines()[0]}); "
                                     "re-export it", image=sample.image_id))

@@ -63,7 +63,7 @@ def score_samples(samples: list[Sample], run_dir: Path, model: str) -> list[dict
         for start in range(0, len(group), 64):
             batch = group[start : start + 64]
             target = _tensor([s.load_image() for s in batch])
-            preds = _tensor([load_rgb(run_dir / "images" / s.output_relpath) for s in batch])
+            preds = _tensor([load_rgb(run_dir / "images" / s.output_relpath, s.max_pixels) for s in batch])
             masks = torch.from_numpy(np.stack([s.load_mask() for s in batch])).unsqueeze(1)
             sse, count = masked_squared_error(preds, target, masks)
             if batch[0].boxes:
@@ -89,7 +89,7 @@ def summarise(model: str, rows: list[dict]) -> dict[str, Any]:
 def _crops(samples: list[Sample], image_dir: Path | None) -> list[np.ndarray]:
     crops = []
     for s in samples:
-        image = s.load_image() if image_dir is None else load_rgb(image_dir / s.output_relpath)
+        image = s.load_image() if image_dir is None else load_rgb(image_dir / s.output_relpath, s.max_pixels)
         crops.extend(fidlib.hole_crops(image, s.boxes, None if s.boxes else s.load_mask()))
     return crops
 

@@ -531,10 +531,22 @@ def save_checkpoint(out: Path, step: int, cfg: TrainConfig, netG, netD, optimize
 
 
 def prune_checkpoints(out: Path, keep: int) -> None:
+    """Delete all but the newest `keep`; each is first renamed away, so no half-deleted step_N is ever seen."""
     if keep <= 0:
         return
     for _, path in checkpoint_dirs(out)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
+        trash = path.with_name(f".old-{path.name}-{os.getpid()}")
+        path.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_leftovers(out: Path) -> None:
+    """Temporary folders left by a run that was killed while writing or deleting a checkpoint."""
+    root = Path(out) / "checkpoints"
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith((".tmp-", ".old-")):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def load_training_state(folder: Path, cfg: TrainConfig, processes: int) -> tuple[dict, dict]:
@@ -692,6 +704,7 @@ def train(cfg: TrainConfig) -> Path:
     log_path = out / "log.jsonl"
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(out)
         _rewrite_log(log_path, start)
 
     # 4. Train

@@ -194,6 +194,34 @@ def run_one(impl: str, batch_size: int, precision: str, device_name: str, steps:
             "first_step_losses": first, "last_step_losses": losses}
 
 
+def interleaved_ab(size: int = 64, steps: int = 10) -> dict:
+    """Both steps in one process, one thread, alternating A/B/B/A, so machine load hits both alike: isolates the
+    per-step overhead of diffinpaint's step (accelerate wrappers) from noise on a shared machine."""
+    torch.set_num_threads(1)
+    images, masks = _batch(1, size)
+    gR, dR = _nets(size, "cpu", False)
+    reference = ReferencePix2Pix(gR, dR, torch.device("cpu"))
+    reference.set_input({"A": generator_input(images, masks), "B": images * 2 - 1})
+    cfg = tr.TrainConfig(size=size, device="cpu")
+    accelerator = tr._make_accelerator(cfg)
+    gO, dO = _nets(size, "cpu", False)
+    opt_G = torch.optim.Adam(gO.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_D = torch.optim.Adam(dO.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    gO, dO, opt_G, opt_D = accelerator.prepare(gO, dO, opt_G, opt_D)
+    ours = tr.Pix2Pix(gO, dO, opt_G, opt_D, cfg, accelerator)
+    ours.set_input(images, masks)
+    reference.optimize_parameters(), ours.optimize_parameters()
+    seconds = {"reference": 0.0, "diffinpaint": 0.0}
+    for i in range(steps):
+        order = (("reference", reference), ("diffinpaint", ours))
+        for name, model in (order if i % 2 == 0 else order[::-1]):
+            start = time.perf_counter()
+            model.optimize_parameters()
+            seconds[name] += time.perf_counter() - start
+    return {"size": size, "batch_size": 1, "threads": 1, "steps_each": steps, "seconds": seconds,
+            "diffinpaint_over_reference": seconds["diffinpaint"] / seconds["reference"]}
+
+
 # ------------------------------------------------------------------------------------------- driver
 
 
@@ -247,6 +275,12 @@ def write_markdown(path: Path, report: dict) -> None:
         lines.append(f"| {r['impl']} | {r['batch_size']} | {r['precision']} | {r['steps_per_second']:.3f} | "
                      f"{r['images_per_second']:.3f} | {r['peak_memory_mib']:.0f} | "
                      f"{r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f} |")
+    ab = report.get("interleaved_ab")
+    if ab:
+        lines += ["", f"Interleaved A/B in one process ({ab['size']}x{ab['size']}, batch 1, 1 thread, "
+                  f"{ab['steps_each']} alternating steps each): reference {ab['seconds']['reference']:.2f} s, "
+                  f"diffinpaint {ab['seconds']['diffinpaint']:.2f} s (ratio {ab['diffinpaint_over_reference']:.3f}): "
+                  "the overhead of diffinpaint's step itself, free of load noise."]
     lines += ["", f"Command: `{report['command']}`"]
     lines += ["", "Fidelity: largest |difference| of first-step losses between the two implementations "
               "(same weights, batch and seed), per configuration:", ""]
@@ -269,9 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-steps", type=int, default=None, help="timed steps for batch sizes > 1")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    parser.add_argument("--ab", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--one", nargs=3, metavar=("IMPL", "BATCH", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.ab:
+        print(json.dumps(interleaved_ab()))
+        return 0
     if args.one:
         impl, batch, precision = args.one
         print(json.dumps(run_one(impl, int(batch), precision, args.device, args.steps, args.warmup, args.size)))
@@ -302,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
                 print(f"{impl:12s} batch {batch} {precision}: {result['steps_per_second']:.3f} steps/s, "
                       f"peak {result['peak_memory_mib']:.0f} MiB", file=sys.stderr)
+    ab = None
+    if args.device == "cpu":
+        done = subprocess.run([sys.executable, __file__, "--ab"], capture_output=True, text=True)
+        ab = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
     fidelity = {}
     for r in results:
         if r["impl"] != "diffinpaint":
@@ -313,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 abs(r["first_step_losses"][k] - ref["first_step_losses"][k]) for k in r["first_step_losses"])
     report = {"device": args.device, "size": args.size, "steps": args.steps, "large_steps": args.large_steps,
               "warmup": args.warmup, "command": " ".join(["python", "eval/bench_pix2pix.py", *(argv or sys.argv[1:])]),
-              "machine": machine(args.device), "results": results, "fidelity": fidelity, "notes": notes}
+              "machine": machine(args.device), "results": results, "interleaved_ab": ab, "fidelity": fidelity, "notes": notes}
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

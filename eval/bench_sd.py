@@ -139,6 +139,8 @@ def main(argv=None) -> int:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     warmup = args.warmup if args.warmup is not None else (1 if cuda else 0)
 
+    load_before = os.getloadavg()[0]  # other processes on the machine skew CPU timings: recorded with them
+
     # 1. The pipeline
     t = time.perf_counter()
     if args.model == "full":
@@ -214,6 +216,7 @@ def main(argv=None) -> int:
                    "repeats": args.repeats, "warmup": warmup},
         "peak_tflops_assumed": peak,
         "build_seconds": build_s,
+        "load_average_1min": {"start": load_before, "end": os.getloadavg()[0]},
         **runs,
         "machine": info,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -241,8 +244,8 @@ def write(path: Path, record: dict) -> None:
              "same inputs already at the model's resolution. s/step = mean time of one UNet call (one "
              "denoising step for the whole batch, both guidance halves).", "",
              "| model | size→res | steps | batch | dtype | attention | compile | device | path | images/s | "
-             "s/batch | s/step | s outside UNet | peak mem GiB | limit fraction |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "s/batch | s/step | s outside UNet | peak mem GiB | limit fraction | load avg start/end |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         c = r["config"]
         for name in ("ours", "reference"):
@@ -252,19 +255,23 @@ def write(path: Path, record: dict) -> None:
             mem = x.get("peak_gpu_memory_gib", x["peak_process_rss_gib"])
             mem_s = f"{mem:.2f}" + ("" if "peak_gpu_memory_gib" in x else " (RSS)")
             frac = x.get("fraction_of_physical_limit")
+            load = r.get("load_average_1min", {})
             lines.append(f"| {c['model']} | {c['size']}→{c['resolution']} | {c['steps']} | {c['batch']} | "
                          f"{c['dtype']} | {c['attention']} | {c['compile']} | {c['device']} | {name} | "
                          f"{x['images_per_second']:.4f} | {x['seconds_per_batch']:.2f} | "
                          f"{x['seconds_per_step']:.3f} | {x['seconds_outside_unet_per_batch']:.2f} | {mem_s} | "
-                         f"{'—' if frac is None else f'{frac:.1%}'} |")
+                         f"{'—' if frac is None else f'{frac:.1%}'} | "
+                         f"{load.get('start', float('nan')):.1f}/{load.get('end', float('nan')):.1f} |")
         if "max_abs_diff_in_hole_vs_reference" in r:
             lines.append(f"| | | | | | | | | ours vs reference: max abs diff in hole "
-                         f"{r['max_abs_diff_in_hole_vs_reference']:.2e} | | | | | | |")
+                         f"{r['max_abs_diff_in_hole_vs_reference']:.2e} | | | | | | | |")
     peaks = {r["peak_tflops_assumed"] for r in records if r.get("peak_tflops_assumed")}
     lines += ["", "Physical limit: 84 TFLOP per 512² image at 50 steps with classifier-free guidance; peak "
               + (f"assumed {', '.join(f'{p:g}' for p in sorted(peaks))} TFLOPS (dense)." if peaks else
                  "TFLOPS not known for this device (pass --peak-tflops), so no fraction is given."),
-              "Peak memory on CPU is the process's peak RSS (model build included), not per path."]
+              "Peak memory on CPU is the process's peak RSS (model build included), not per path.",
+              "Load average: the machine's 1-minute load when the run started/ended; above the core count, "
+              "other processes shared the CPU and the timings are pessimistic."]
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -26,41 +26,6 @@ except ImportError:
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
-# Bugs found by this file. Each fix is spelled out (as a diff) in the hostile-input report; the tests are strict
-# xfails, so once a fix lands they XPASS and fail loudly until the mark is removed here.
-BUGS = {
-    "escape": "data.Problem.__str__ prints file names and CSV cells raw: a newline in a file name splits the error "
-              "line (a forged 'error:' line is possible), a NUL byte reaches the terminal",
-    "formats": "data._open_upright lets PIL sniff any of ~40 formats whatever the extension (a BMP named .png runs; "
-               "an EPS named .png would run Ghostscript): pass formats=('PNG', 'JPEG', 'WEBP') to Image.open",
-    "csv-error": "data._attach_csv_boxes lets csv.Error escape (field over 131072 chars, or a bare CR line end from "
-                 "io.StringIO(text) without newline='') -> Python traceback instead of exit 2",
-    "short-row": "data._attach_csv_boxes indexes row[column['image']] on a short row -> IndexError traceback when "
-                 "the image column is not first",
-    "folder-row": "data._attach_csv_boxes silently ignores a row naming a folder (or hidden file) under images/",
-    "csv-symlink": "masks.csv symlinked to a file outside the dataset is read and used",
-    "mask-symlink": "with --skip-invalid a mask PNG symlinked outside the dataset is still loaded and used when the "
-                    "image is not a .png (the problem is filed under the mask's name, not the image id)",
-    "loop": "a folder symlink loop under images/ is walked ~40 times: every image appears 40 times, 41 problems",
-    "no-images": "when every image is invalid, load_dataset adds a false 'images/ holds no images; add some' (and "
-                 "hides --skip-invalid's 'no valid image left')",
-    "max-pixels": "a raised --max-pixels is not honoured: PIL's own 89 Mpx bomb check still refuses the image, and "
-                  "Sample.load_image would re-check against the default at run time",
-}
-# per test kind: case id -> bug
-REFUSE_BUGS = {"bmp-named-png": "formats", "newline-in-file-name": "escape", "csv-nul-byte": "escape",
-               "csv-short-row-image-column-last": "short-row", "csv-field-over-csv-limit": "csv-error",
-               "csv-row-names-a-folder": "folder-row", "symlink-masks-csv-outside": "csv-symlink", "symlink-loop": "loop"}
-SKIP_BUGS = {"bmp-named-png": "formats", "csv-short-row-image-column-last": "short-row",
-             "csv-field-over-csv-limit": "csv-error", "csv-row-names-a-folder": "folder-row",
-             "symlink-masks-csv-outside": "csv-symlink", "symlink-mask-png-outside": "mask-symlink",
-             "symlink-loop": "loop"}
-
-
-def known_bug(bug: str):
-    return pytest.mark.xfail(strict=True, reason=BUGS[bug])
-
-
 # ---------------------------------------------------------------------------------------------- helpers
 
 
@@ -124,14 +89,12 @@ def read_skipped(out: Path) -> list[dict]:
     return list(csv.DictReader(io.StringIO((out / "skipped.csv").read_text(encoding="utf-8"))))
 
 
-def case_params(cases: dict[str, corpus.Case], bugs: dict[str, str]):
+def case_params(cases: dict[str, corpus.Case]):
     params = []
     for case_id, case in cases.items():
         marks = []
         if case.needs == "non-root":
             marks.append(pytest.mark.skipif(IS_ROOT, reason="root reads chmod-000 files; needs an unprivileged user"))
-        if case_id in bugs:
-            marks.append(known_bug(bugs[case_id]))
         params.append(pytest.param(case, id=case_id, marks=marks))
     return params
 
@@ -149,7 +112,7 @@ def built(request, tmp_path):
 # ---------------------------------------------------------------------------------------------- refused
 
 
-@pytest.mark.parametrize("built", case_params(corpus.BAD_CASES, REFUSE_BUGS), indirect=True)
+@pytest.mark.parametrize("built", case_params(corpus.BAD_CASES), indirect=True)
 def test_run_refuses_bad_dataset_and_writes_nothing(built, capsys, tmp_path):
     case, root, out = built
     before = snapshot(tmp_path)
@@ -159,7 +122,7 @@ def test_run_refuses_bad_dataset_and_writes_nothing(built, capsys, tmp_path):
     assert snapshot(tmp_path) == before, "something was written although the dataset was refused"
 
 
-@pytest.mark.parametrize("built", case_params(corpus.BAD_CASES, REFUSE_BUGS), indirect=True)
+@pytest.mark.parametrize("built", case_params(corpus.BAD_CASES), indirect=True)
 def test_data_check_reports_the_same_problem(built, capsys):
     case, root, _ = built
     rc, out, err = cli(capsys, "data", "check", root)
@@ -167,7 +130,7 @@ def test_data_check_reports_the_same_problem(built, capsys):
     assert out == ""
 
 
-@pytest.mark.parametrize("built", case_params(corpus.BAD_CASES, SKIP_BUGS), indirect=True)
+@pytest.mark.parametrize("built", case_params(corpus.BAD_CASES), indirect=True)
 def test_skip_invalid_drops_bad_images_but_not_bad_datasets(built, capsys, tmp_path):
     case, root, out = built
     before = snapshot(tmp_path)
@@ -234,7 +197,7 @@ def test_gray16_scaling_values():
 @pytest.mark.parametrize("ending", [
     pytest.param("\n", id="LF"),
     pytest.param("\r\n", id="CRLF"),
-    pytest.param("\r", id="CR-old-mac", marks=known_bug("csv-error")),
+    pytest.param("\r", id="CR-old-mac"),
 ])
 @pytest.mark.parametrize("bom", [False, True], ids=["no-bom", "utf8-bom"])
 def test_masks_csv_line_endings_and_bom_are_accepted(ending, bom, capsys, tmp_path):
@@ -282,7 +245,6 @@ def test_max_pixels_refuses_a_real_image(capsys, tmp_path):
     assert rc == 0, err
 
 
-@known_bug("no-images")
 def test_only_image_invalid_reports_just_that(capsys, tmp_path):
     root, out = tmp_path / "data", tmp_path / "run"
     corpus.write(root / "images" / "bad.png", corpus.corrupt_bytes())
@@ -291,7 +253,6 @@ def test_only_image_invalid_reports_just_that(capsys, tmp_path):
     assert_refused(rc, err, [("images/bad.png", "cannot be read")], root)
 
 
-@known_bug("max-pixels")
 def test_raising_max_pixels_above_pils_limit_is_honoured(capsys, tmp_path, monkeypatch):
     """An image between PIL's bomb limit (89 Mpx) and a raised --max-pixels must run. Simulated cheaply by
     lowering PIL's limit below a 48×32 image instead of decoding 100 Mpx."""
@@ -360,7 +321,6 @@ def test_skip_invalid_keeps_dataset_level_problems_fatal(extra, capsys, tmp_path
     assert not out.exists()
 
 
-@known_bug("no-images")
 def test_skip_invalid_with_nothing_valid_left_is_an_error(capsys, tmp_path):
     root, out = tmp_path / "data", tmp_path / "run"
     corpus.write(root / "images" / "bad.png", corpus.corrupt_bytes())

@@ -136,7 +136,6 @@ def test_losses_finite_and_l1_falls_on_a_fixed_batch(data):
     history = [model.optimize_parameters() for _ in range(30)]
     assert all(math.isfinite(v) for losses in history for v in losses.values())
     first, last = history[0]["G_L1"], np.mean([h["G_L1"] for h in history[-5:]])
-    print("G_L1 first", first, "last5", last)
     assert last < 0.6 * first, (first, last)
 
 
@@ -161,6 +160,7 @@ def test_resume_equals_uninterrupted(data, tmp_path):
     whole = tr.train(_cfg(data, tmp_path / "whole", steps=10))
     tr.train(_cfg(data, tmp_path / "parts", steps=10, stop_at=6))
     assert tr.checkpoint_dirs(tmp_path / "parts")[-1][0] == 6
+    (tmp_path / "parts" / "checkpoints" / ".tmp-step_000009-123").mkdir()  # as if killed while writing step 9
     parts = tr.train(_cfg(data, tmp_path / "parts", steps=10, resume=True))
     for name in ("generator", "discriminator", "optimizer_G", "optimizer_D"):
         a, b = _weights(whole, name), _weights(parts, name)
@@ -170,6 +170,7 @@ def test_resume_equals_uninterrupted(data, tmp_path):
     state_a, state_b = (json.loads((p / "state.json").read_text()) for p in (whole, parts))
     assert state_a["schedulers"] == state_b["schedulers"] and state_a["optimizers"] == state_b["optimizers"]
     assert (tmp_path / "whole" / "log.jsonl").read_text() == (tmp_path / "parts" / "log.jsonl").read_text()
+    assert not list((tmp_path / "parts" / "checkpoints").glob(".tmp-*"))  # leftovers cleaned on start
 
 
 def test_data_order_does_not_depend_on_workers(data, tmp_path):
