@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     parser.add_argument("--ab", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--one", nargs=3, metavar=("IMPL", "BATCH", "PRECISION"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=3, metavar=("IMPL", "BATCH", "PRECISION"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.ab:
