@@ -27,7 +27,7 @@ import torch
 
 from . import fid as fidlib
 from .data import Dataset, Sample, load_rgb
-from .metrics import box_ssim, masked_squared_error, masked_ssim
+from .metrics import box_squared_error, box_ssim, masked_squared_error, masked_ssim
 from .models import build_model, model_class
 from .runner import RunSettings, atomic_write_text, library_versions, process_state, run, toml_safe
 
@@ -65,10 +65,11 @@ def score_samples(samples: list[Sample], run_dir: Path, model: str) -> list[dict
             target = _tensor([s.load_image() for s in batch])
             preds = _tensor([load_rgb(run_dir / "images" / s.output_relpath, s.max_pixels) for s in batch])
             masks = torch.from_numpy(np.stack([s.load_mask() for s in batch])).unsqueeze(1)
-            sse, count = masked_squared_error(preds, target, masks)
             if batch[0].boxes:
+                sse, count = box_squared_error(preds, target, [s.boxes for s in batch])
                 per_hole = box_ssim(preds, target, [s.boxes for s in batch])
             else:
+                sse, count = masked_squared_error(preds, target, masks)
                 per_hole = [[v] for v in masked_ssim(preds, target, masks).tolist()]
             for i, s in enumerate(batch):
                 rows.append({"model": model, "image": s.image_id, "label": s.label or "",

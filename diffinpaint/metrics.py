@@ -57,6 +57,42 @@ def masked_squared_error(preds: torch.Tensor, target: torch.Tensor, mask: torch.
     return torch.stack(sse), torch.stack(count)
 
 
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def box_squared_error(preds: torch.Tensor, target: torch.Tensor, boxes: Sequence[Sequence[Box]]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """masked_squared_error for rectangular holes, reading only the hole crops (holes are ~17% of a 256² image
+    with two 75² holes). Images whose holes overlap go through the mask, so a pixel still counts once."""
+    sse, count = [], []
+    for i, image_boxes in enumerate(boxes):
+        if any(_overlap(a, b) for k, a in enumerate(image_boxes) for b in image_boxes[k + 1 :]):
+            # overlapping holes: a mask over the holes' bounding box only
+            x0, y0 = min(b[0] for b in image_boxes), min(b[1] for b in image_boxes)
+            x1, y1 = max(b[0] + b[2] for b in image_boxes), max(b[1] + b[3] for b in image_boxes)
+            mask = torch.zeros((1, 1, y1 - y0, x1 - x0), dtype=torch.bool, device=preds.device)
+            for x, y, w, h in image_boxes:
+                mask[..., y - y0 : y - y0 + h, x - x0 : x - x0 + w] = True
+            one_sse, one_count = masked_squared_error(preds[i : i + 1, :, y0:y1, x0:x1],
+                                                      target[i : i + 1, :, y0:y1, x0:x1], mask)
+            sse.append(one_sse[0]), count.append(one_count[0])
+            continue
+        total = torch.zeros((), dtype=torch.float64, device=preds.device)
+        for x, y, w, h in image_boxes:
+            p, t = preds[i, :, y : y + h, x : x + w], target[i, :, y : y + h, x : x + w]
+            if p.dtype == torch.uint8 and t.dtype == torch.uint8:
+                diff = p.to(torch.int32) - t.to(torch.int32)
+                total += (diff * diff).sum().to(torch.float64) / 255.0**2
+            else:
+                diff = p.to(torch.float64) - t.to(torch.float64)
+                total += (diff * diff).sum()
+        sse.append(total)
+        count.append(torch.tensor(float(sum(w * h for *_, w, h in image_boxes) * preds.shape[1]),
+                                  dtype=torch.float64, device=preds.device))
+    return torch.stack(sse), torch.stack(count)
+
+
 def masked_rmse(preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Pooled over the batch: sqrt(sum of squared errors / number of hole values)."""
     sse, count = masked_squared_error(preds, target, mask)

@@ -24,7 +24,7 @@ from machine import machine_info  # noqa: E402
 
 from diffinpaint.demo import demo_crops  # noqa: E402
 from diffinpaint.masks import box_holes, derive_seed  # noqa: E402
-from diffinpaint.metrics import box_ssim, masked_squared_error  # noqa: E402
+from diffinpaint.metrics import box_squared_error, box_ssim  # noqa: E402
 
 SK = dict(channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
 
@@ -66,11 +66,7 @@ def torch_batched(gts, outs, boxes, device, batch=64):
         # uint8 in: RMSE is exact integer arithmetic, SSIM converts only the hole crops to float
         target = torch.from_numpy(gts[sl]).to(device).permute(0, 3, 1, 2)
         preds = torch.from_numpy(outs[sl]).to(device).permute(0, 3, 1, 2)
-        mask = torch.zeros(len(target), 1, 256, 256, dtype=torch.bool, device=device)
-        for i, image_boxes in enumerate(boxes[sl]):
-            for x, y, w, h in image_boxes:
-                mask[i, :, y : y + h, x : x + w] = True
-        sse, count = masked_squared_error(preds, target, mask)
+        sse, count = box_squared_error(preds, target, boxes[sl])
         rmse += (sse / count).sqrt().tolist()
         ssim += box_ssim(preds, target, boxes[sl])
     if device.startswith("cuda"):

@@ -8,7 +8,8 @@ import torch
 from skimage.metrics import structural_similarity
 
 from diffinpaint.data import load_dataset
-from diffinpaint.metrics import BoxSSIM, MaskedRMSE, MaskedSSIM, box_ssim, masked_rmse, masked_ssim
+from diffinpaint.metrics import (BoxSSIM, MaskedRMSE, MaskedSSIM, box_squared_error, box_ssim, masked_rmse,
+                                 masked_squared_error, masked_ssim)
 
 SK = dict(channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
 
@@ -115,3 +116,20 @@ def test_metric_objects_do_not_depend_on_batch_size(batch_size):
     all_holes = [v for b in box_ssim(p, t, boxes) for v in b]
     assert box.compute().item() == pytest.approx(np.mean(all_holes), abs=1e-6)
     assert masked.compute().item() == pytest.approx(masked_ssim(p, t, mask).mean().item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float"])
+def test_box_squared_error_equals_the_mask_path_with_overlapping_holes_counted_once(dtype):
+    gt, out = random_pair(3, 60, 70, seed=10)
+    boxes = [[(0, 0, 20, 20), (10, 10, 20, 20)], [(5, 5, 11, 30), (40, 20, 25, 25)], [(0, 0, 70, 60)]]
+    mask = np.zeros((3, 1, 60, 70), bool)
+    for i, image_boxes in enumerate(boxes):
+        for x, y, w, h in image_boxes:
+            mask[i, 0, y : y + h, x : x + w] = True
+    p, t = torch.from_numpy(out).permute(0, 3, 1, 2), torch.from_numpy(gt).permute(0, 3, 1, 2)
+    if dtype == "float":
+        p, t = p.float() / 255, t.float() / 255
+    sse_box, count_box = box_squared_error(p, t, boxes)
+    sse_mask, count_mask = masked_squared_error(p, t, torch.from_numpy(mask))
+    assert torch.equal(count_box, count_mask) and count_box[0].item() == (400 + 400 - 100) * 3
+    assert torch.allclose(sse_box, sse_mask, rtol=1e-12, atol=1e-9)
