@@ -120,9 +120,10 @@ def test_metric_objects_do_not_depend_on_batch_size(batch_size):
 
 @pytest.mark.parametrize("dtype", ["uint8", "float"])
 def test_box_squared_error_equals_the_mask_path_with_overlapping_holes_counted_once(dtype):
-    gt, out = random_pair(3, 60, 70, seed=10)
-    boxes = [[(0, 0, 20, 20), (10, 10, 20, 20)], [(5, 5, 11, 30), (40, 20, 25, 25)], [(0, 0, 70, 60)]]
-    mask = np.zeros((3, 1, 60, 70), bool)
+    gt, out = random_pair(4, 60, 70, seed=10)
+    boxes = [[(0, 0, 20, 20), (10, 10, 20, 20)], [(5, 5, 11, 30), (40, 20, 25, 25)], [(0, 0, 70, 60)],
+             [(0, 0, 30, 30), (10, 10, 30, 30), (20, 20, 30, 30)]]  # a pixel in three holes: the mask path
+    mask = np.zeros((4, 1, 60, 70), bool)
     for i, image_boxes in enumerate(boxes):
         for x, y, w, h in image_boxes:
             mask[i, 0, y : y + h, x : x + w] = True
