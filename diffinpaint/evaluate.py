@@ -107,7 +107,7 @@ def fid_scores(dataset: Dataset, run_dirs: Mapping[str, Path], settings: EvalSet
         extractor = fidlib.InceptionFeatures(settings.fid_weights, device=device)
     except fidlib.FIDUnavailable as err:
         log(f"warning: FID/KID missing: {err}; pass --fid-weights {fidlib.WEIGHTS_NAMES[0]} to compute them")
-        reason = f"no Inception weights ({err}): pass --fid-weights {fidlib.WEIGHTS_NAMES[0]}"
+        reason = f"{err}; pass --fid-weights {fidlib.WEIGHTS_NAMES[0]} to compute FID/KID"
         return {m: {**empty, "fid_note": reason, "fid_missing_reason": reason, "kid_missing_reason": reason}
                 for m in run_dirs}
     key = fidlib.feature_cache_key(extractor.weights_sha256, fidlib.dataset_fingerprint(dataset.samples))
