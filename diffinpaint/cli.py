@@ -156,12 +156,12 @@ def _cmd_data(args) -> int:
 
 def _cmd_run(args) -> int:
     from .models import build_model
-    from .runner import process_state, run
+    from .runner import model_device, process_state, run
 
     dataset = _load(args)
     settings = _run_settings(args)
     state = process_state(settings.device)
-    model = build_model(args.model, vars(args), device=str(state.device))
+    model = build_model(args.model, vars(args), device=model_device(state, settings.device))
     result = run(model, dataset, args.out, settings, state=state)
     if state.is_main_process:
         skipped = f", {len(dataset.skipped)} invalid skipped (see skipped.csv)" if dataset.skipped else ""
@@ -213,7 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as err:
         _print_problems(err)
         return EXIT_BAD_INPUT
-    except (ValueError, FileNotFoundError) as err:
+    except OSError as err:  # unwritable or full --out, a file where a folder should be, ...
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}; check the path, its permissions and free space", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ImportError as err:
+        print(f"error: {err}; install the missing package (pip install -e .) and retry", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT

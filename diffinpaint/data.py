@@ -12,7 +12,9 @@ With `skip_invalid=True` problems that concern single images drop those images i
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -70,6 +72,15 @@ class Sample:
     def output_relpath(self) -> str:
         """Where the run writes this image's output, under RUN/images/ (extension replaced by .png)."""
         return str(PurePosixPath(self.image_id).with_suffix(".png"))
+
+    def input_key(self) -> str:
+        """Fingerprint of everything the output depends on in the input: image bytes and holes. A run folder
+        only counts an image as finished when its manifest row carries the same key (new masks = redo)."""
+        digest = hashlib.sha256(self.path.read_bytes())
+        digest.update(json.dumps(self.boxes).encode())
+        if self.mask_path is not None:
+            digest.update(self.mask_path.read_bytes())
+        return digest.hexdigest()[:16]
 
     def load_image(self) -> np.ndarray:
         return load_rgb(self.path, self.max_pixels)

@@ -59,6 +59,8 @@ def demo_crops(size: int, crops_per_photo: int) -> list[tuple[str, str, np.ndarr
 def make_demo_dataset(out: str | Path, *, size: int = 256, crops_per_photo: int = 3, holes: int = 2,
                       hole_size: int = 75, seed: int = 0) -> Path:
     out = Path(out)
+    if not 0 < hole_size <= size:
+        raise ValueError(f"--hole-size {hole_size} does not fit --size {size}; choose a hole size from 1 to {size}")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not empty; choose a new --out folder")
     rows = []

@@ -2,7 +2,7 @@
 
     EVAL/config.toml     data, models, settings, versions
     EVAL/runs/<model>/   each model's run folder (reused when finished; --runs DIR puts them elsewhere)
-    EVAL/per_image.csv   model,image,label,n_holes,n_hole_pixels,rmse,ssim
+    EVAL/per_image.csv   model,image,rmse,ssim,label,n_holes,n_hole_pixels
     EVAL/summary.csv     one row per model
     EVAL/summary.json    [{"model", "n_images", "n_holes", "rmse", "ssim", "fid", "kid", ...}]
     EVAL/report.html
@@ -17,7 +17,6 @@ import io
 import json
 import math
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,7 +28,9 @@ from . import fid as fidlib
 from .data import Dataset, Sample, load_rgb
 from .metrics import box_squared_error, box_ssim, masked_squared_error, masked_ssim
 from .models import build_model, model_class
-from .runner import RunSettings, atomic_write_text, library_versions, process_state, run, toml_safe
+from .metrics import RADIUS
+from .runner import (RunSettings, atomic_write_text, library_versions, model_device, process_state, run,
+                     toml_safe)
 
 # Below this many crops per side the 2048×2048 covariance is rank-deficient and FID is dominated by bias;
 # KID is unbiased and is the number to compare then.
@@ -98,18 +99,20 @@ def _crops(samples: list[Sample], image_dir: Path | None) -> list[np.ndarray]:
 def fid_scores(dataset: Dataset, run_dirs: Mapping[str, Path], settings: EvalSettings, device: str, log
                ) -> dict[str, dict[str, Any]]:
     """model -> {"fid", "kid", "kid_std", "n_fid_crops", "fid_note"}; missing values are None."""
-    empty = {"fid": None, "kid": None, "kid_std": None, "n_fid_crops": 0, "fid_note": ""}
-    if not settings.fid:
-        reason = "FID/KID disabled (--no-fid)"
-        return {m: {**empty, "fid_note": reason, "fid_missing_reason": reason, "kid_missing_reason": reason}
+    def missing(reason: str) -> dict[str, dict[str, Any]]:
+        return {m: {"fid": None, "kid": None, "kid_std": None, "n_fid_crops": 0, "fid_note": reason}
                 for m in run_dirs}
+
+    if not settings.fid:
+        return missing("FID/KID disabled (--no-fid)")
+    if dataset.n_holes < 2:
+        log("warning: FID/KID missing: they need at least 2 hole crops")
+        return missing("FID/KID need at least 2 hole crops")
     try:
         extractor = fidlib.InceptionFeatures(settings.fid_weights, device=device)
     except fidlib.FIDUnavailable as err:
         log(f"warning: FID/KID missing: {err}; pass --fid-weights {fidlib.WEIGHTS_NAMES[0]} to compute them")
-        reason = f"{err}; pass --fid-weights {fidlib.WEIGHTS_NAMES[0]} to compute FID/KID"
-        return {m: {**empty, "fid_note": reason, "fid_missing_reason": reason, "kid_missing_reason": reason}
-                for m in run_dirs}
+        return missing(f"{err}; pass --fid-weights {fidlib.WEIGHTS_NAMES[0]} to compute FID/KID")
     key = fidlib.feature_cache_key(extractor.weights_sha256, fidlib.dataset_fingerprint(dataset.samples))
     real = fidlib.cached_features(settings.cache_dir or fidlib.default_cache_dir(), key,
                                   lambda: extractor(_crops(dataset.samples, None)))
@@ -136,8 +139,9 @@ def _csv_text(rows: list[dict], columns: list[str]) -> str:
     return buffer.getvalue()
 
 
-PER_IMAGE_COLUMNS = ["model", "image", "label", "n_holes", "n_hole_pixels", "rmse", "ssim"]
-SUMMARY_COLUMNS = ["model", "n_images", "n_holes", "rmse", "ssim", "fid", "kid", "kid_std", "n_fid_crops", "fid_note"]
+PER_IMAGE_COLUMNS = ["model", "image", "rmse", "ssim", "label", "n_holes", "n_hole_pixels"]  # contract first
+SUMMARY_COLUMNS = ["model", "n_images", "n_holes", "rmse", "ssim", "fid", "kid", "kid_std", "n_fid_crops",
+                   "fid_note"]
 
 
 def format_table(summary: list[dict]) -> str:
@@ -160,12 +164,23 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
     out = Path(settings.out)
     runs_dir = Path(settings.runs_dir) if settings.runs_dir else out / "runs"
 
-    # 1. Check inputs: every model name and option before any work
+    # 1. Check inputs: every model name and option, the holes and the FID weights file, before any work
     for name in settings.models:
         model_class(name)
     if len(set(settings.models)) != len(settings.models):
         raise ValueError(f"--models {','.join(settings.models)}: a model is named twice")
-    models = {name: build_model(name, model_options, device=str(state.device)) for name in settings.models}
+    if settings.run.feather:
+        raise ValueError(f"--feather {settings.run.feather} blends the ground truth into the scored holes and would "
+                         "inflate every score; use --feather with `diffinpaint run` only")
+    window = 2 * RADIUS + 1
+    small = [s.image_id for s in dataset.samples if any(w < window or h < window for *_, w, h in s.boxes)]
+    if small:
+        raise ValueError(f"masks.csv: {len(small)} image(s) have holes smaller than SSIM's {window}x{window} window "
+                         f"(first: images/{small[0]}); make the holes at least {window} pixels wide and high")
+    if settings.fid and settings.fid_weights is not None:
+        fidlib.InceptionFeatures(settings.fid_weights)  # a bad weights file fails now, not after hours of runs
+    device = model_device(state, settings.run.device)
+    models = {name: build_model(name, model_options, device=device) for name in settings.models}
     for model in models.values():
         model.check_labels(dataset.labels)
 
@@ -189,7 +204,7 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
     order = {s.image_id: i for i, s in enumerate(dataset.samples)}
     rows.sort(key=lambda r: (settings.models.index(r["model"]), order[r["image"]]))
     summary = [summarise(name, [r for r in rows if r["model"] == name]) for name in settings.models]
-    scores = fid_scores(dataset, run_dirs, settings, str(state.device), log)
+    scores = fid_scores(dataset, run_dirs, settings, device, log)
     for row in summary:
         row.update(scores[row["model"]])
 
@@ -208,9 +223,8 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
             from .report import write_report
 
             write_report(out)
-        except ImportError:
-            pass
         except Exception as err:  # the numbers are written; a report failure must not hide them
-            warnings.warn(f"report.html not written: {err}")
+            log(f"warning: report.html not written ({type(err).__name__}: {err}); fix it, then run "
+                f"`diffinpaint report {out}`")
     state.wait_for_everyone()
     return summary

@@ -55,7 +55,8 @@ def _find_weights(weights: str | Path | None) -> Path:
     for name in WEIGHTS_NAMES:
         if (hub / name).is_file():
             return hub / name
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("DIFFINPAINT_OFFLINE") == "1":
+    truthy = {"1", "true", "yes", "on"}
+    if {os.environ.get(v, "").strip().lower() for v in ("HF_HUB_OFFLINE", "DIFFINPAINT_OFFLINE")} & truthy:
         raise FIDUnavailable("no Inception weights in the torch hub cache and offline mode is on")
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 

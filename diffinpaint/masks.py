@@ -138,7 +138,10 @@ def write_masks(root, protocol: str, *, seed: int = 0, holes: int = 2, hole_size
     for s in samples:
         rng = np.random.default_rng(derive_seed(seed, s.image_id))
         if protocol == "box":
-            masks[s.image_id] = box_holes(s.height, s.width, holes, hole_size, rng)
+            try:
+                masks[s.image_id] = box_holes(s.height, s.width, holes, hole_size, rng)
+            except ValueError as err:
+                raise ValueError(f"images/{s.image_id}: {err}") from None
         else:
             masks[s.image_id] = irregular_mask(s.height, s.width, protocol, rng)
     for path in existing:

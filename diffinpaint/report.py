@@ -33,6 +33,8 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
+from .runner import atomic_write_text
+
 N_RESAMPLES = 2000  # bootstrap resamples; the CI bounds move by well under 1% of their width beyond this
 BOOTSTRAP_SEED = 0  # fixed, so the same eval folder always gives the same page
 THUMB_SIZE = 192  # longest side of a grid thumbnail in pixels (small images are enlarged, nearest-neighbour)
@@ -382,8 +384,7 @@ def _fid_cell(entry: dict, key: str, digits: int) -> str:
         if isinstance(std, (int, float)) and math.isfinite(std):
             text += f' <span class="ci">± {_fmt(float(std), digits)}</span>'
         return text
-    reason = entry.get(f"{key}_missing_reason") or entry.get("fid_missing_reason") or \
-        "Inception weights were not given (see the eval log)"
+    reason = entry.get("fid_note") or "Inception weights were not given (see the eval log)"
     return f'<span class="missing" title="{esc(reason)}">missing</span>'
 
 
@@ -401,8 +402,7 @@ def _summary_section(ev: EvalFolder, stats: dict[str, ModelStats]) -> list[str]:
         ssim = entry.get("ssim", st.ssim if st else None)
         for key in ("fid", "kid"):
             if not isinstance(entry.get(key), (int, float)):
-                reasons.add(entry.get(f"{key}_missing_reason") or entry.get("fid_missing_reason")
-                            or "Inception weights were not given (see the eval log)")
+                reasons.add(entry.get("fid_note") or "Inception weights were not given (see the eval log)")
         out.append(
             f"<tr><td class=l>{esc(m)}</td><td>{esc(entry.get('n_images', st.n_images if st else '–'))}</td>"
             f"<td>{esc(entry.get('n_holes', '–'))}</td>"
@@ -555,9 +555,7 @@ def write_report(eval_dir: Path, *, max_grid_images: int = 24, n_worst: int = 5)
     parts.append("</body></html>\n")
 
     path = eval_dir / "report.html"
-    tmp = path.with_name(".report.html.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(parts))
     return path
 
 

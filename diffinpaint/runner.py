@@ -14,10 +14,12 @@ and ends with the same bytes as an uninterrupted run.
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -120,6 +122,17 @@ def composite(image: np.ndarray, prediction: np.ndarray, mask: np.ndarray, feath
     return out
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append one line; if a kill left the file without its last newline, start on a fresh line."""
+    with open(path, "ab+") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell():
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+        fh.write((line + "\n").encode("utf-8"))
+
+
 def read_manifest(path: Path) -> list[dict]:
     """Valid lines only: a line cut short by a kill is dropped (its image is simply redone)."""
     rows = []
@@ -135,24 +148,34 @@ def read_manifest(path: Path) -> list[dict]:
     return rows
 
 
-def finished_rows(out_dir: Path) -> dict[str, dict]:
-    """image id -> manifest row, for every image whose row AND output file exist."""
+def finished_rows(out_dir: Path, input_keys: dict[str, str] | None = None) -> dict[str, dict]:
+    """image id -> manifest row, for every image whose row AND output file exist, and (given input_keys)
+    whose row was made from the same image bytes and holes as now."""
     rows = read_manifest(out_dir / MANIFEST)
     for part in sorted((out_dir / PARTS_DIR).glob("*.jsonl")) if (out_dir / PARTS_DIR).is_dir() else []:
         rows.extend(read_manifest(part))
     done = {}
     for row in rows:
+        if input_keys is not None and row.get("input") != input_keys.get(row["image"]):
+            continue
         if (out_dir / "images" / row.get("output", "")).is_file():
-            done.setdefault(row["image"], row)
+            done[row["image"]] = row  # the last row wins: a redone image's newest row
     return done
 
 
+TEMP_NAME = re.compile(r"\..+" + re.escape(TEMP_MARK) + r"\d+")
+
+
 def remove_stray_temp_files(out_dir: Path) -> int:
+    """Temp files a killed run left behind: only our own names (.NAME.tmp-PID), only in the run folder."""
     removed = 0
-    for path in out_dir.rglob(f"*{TEMP_MARK}*"):
-        if path.is_file():
-            path.unlink(missing_ok=True)
-            removed += 1
+    for folder in (out_dir, out_dir / PARTS_DIR, *(out_dir / "images").rglob("*")):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.is_file() and TEMP_NAME.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+                removed += 1
     return removed
 
 
@@ -182,7 +205,33 @@ def process_state(device: str = "auto"):
     from accelerate import PartialState
 
     use_cpu = resolve_device(device) == "cpu"
-    return PartialState(cpu=use_cpu)
+    # ranks wait at barriers while others finish a shard (or the main rank computes FID): far longer than
+    # the 10-minute NCCL default on big jobs
+    return PartialState(cpu=use_cpu, timeout=datetime.timedelta(hours=24))
+
+
+def model_device(state, device: str) -> str:
+    """The device a model should use: an explicit --device cuda:N in a single process, else the process's."""
+    if state.num_processes == 1 and device not in ("auto", "cuda"):
+        resolved = resolve_device(device)
+        if resolved.startswith("cuda:"):
+            torch.cuda.set_device(torch.device(resolved))
+        return resolved
+    if state.num_processes > 1 and device.startswith("cuda:"):
+        raise ValueError(f"--device {device} with {state.num_processes} processes: each process takes its own GPU; "
+                         "use --device cuda or auto")
+    return str(state.device)
+
+
+def check_out_dir(out_dir: Path, dataset: Dataset) -> None:
+    """Refuse an --out that would overwrite the dataset or mix with unrelated files."""
+    data, out = dataset.root.resolve(), out_dir.resolve()
+    if out == data or data in out.parents:
+        raise ValueError(f"--out {out_dir} is inside the dataset folder {dataset.root}; choose an --out outside it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; choose a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "config.toml").exists():
+        raise ValueError(f"--out {out_dir} is a non-empty folder that is not a run folder; choose a new --out")
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -226,6 +275,7 @@ def check_or_write_config(out_dir: Path, model: InpaintModel, dataset: Dataset, 
 
 def write_skipped(out_dir: Path, dataset: Dataset) -> None:
     if not dataset.skipped:
+        (out_dir / "skipped.csv").unlink(missing_ok=True)  # a clean rerun must not keep an old list
         return
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -242,8 +292,9 @@ class _BatchRunner:
     """Runs batches, halving the batch size once per GPU out-of-memory (said once, results unchanged)."""
 
     def __init__(self, model: InpaintModel, out_dir: Path, settings: RunSettings, rank: int, part_path: Path,
-                 log):
+                 log, input_keys: dict[str, str]):
         self.model, self.out_dir, self.settings, self.rank = model, out_dir, settings, rank
+        self.input_keys = input_keys
         self.part_path, self.log = part_path, log
         self.max_batch = settings.batch_size
         self.warned_oom = False
@@ -297,9 +348,8 @@ class _BatchRunner:
             atomic_write_bytes(out_path, png_bytes(rgb))
             row = {"image": sample.image_id, "output": sample.output_relpath, "seed": seeds[index],
                    "seconds": round(seconds, 4), "process": self.rank, "model": self.model.name,
-                   **self.model.manifest_fields(index, labels)}
-            with open(self.part_path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
+                   "input": self.input_keys[sample.image_id], **self.model.manifest_fields(index, labels)}
+            append_line(self.part_path, json.dumps(row))
             done.add(sample.image_id)
 
 
@@ -315,8 +365,9 @@ def run(model: InpaintModel, dataset: Dataset, out_dir: str | Path, settings: Ru
     if settings.batch_size < 1:
         raise ValueError(f"--batch-size {settings.batch_size}: must be at least 1")
 
-    # 1. Check inputs before touching the folder
+    # 1. Check inputs before touching the folder (every rank checks, so every rank fails the same way)
     model.check_labels(dataset.labels)
+    check_out_dir(out_dir, dataset)
 
     # 2. The main process prepares the folder; the others wait so nobody sees it half made
     if state.is_main_process:
@@ -329,12 +380,13 @@ def run(model: InpaintModel, dataset: Dataset, out_dir: str | Path, settings: Ru
     state.wait_for_everyone()
 
     # 3. This process's shard; batches are fixed by the shard, so a resumed run makes the same batches
-    finished = set(finished_rows(out_dir))
     with state.split_between_processes(list(dataset.samples)) as shard:
         shard = list(shard)
+    input_keys = {s.image_id: s.input_key() for s in shard}
+    finished = set(finished_rows(out_dir, input_keys))
     already = len([s for s in shard if s.image_id in finished])
     part_path = out_dir / PARTS_DIR / f"process-{state.process_index}.jsonl"
-    runner = _BatchRunner(model, out_dir, settings, state.process_index, part_path, log)
+    runner = _BatchRunner(model, out_dir, settings, state.process_index, part_path, log, input_keys)
     bar = tqdm(total=len(shard), initial=already, desc=f"{model.name}", unit="img",
                disable=not (settings.progress and state.is_main_process), dynamic_ncols=True)
     done = set(finished)
@@ -355,19 +407,13 @@ def run(model: InpaintModel, dataset: Dataset, out_dir: str | Path, settings: Ru
 
 
 def merge_manifest(out_dir: Path, dataset: Dataset) -> None:
-    rows = finished_rows(out_dir)
+    keys = {s.image_id: s.input_key() for s in dataset.samples}
+    rows = finished_rows(out_dir, keys)
     order = [s.image_id for s in dataset.samples]
     lines = [json.dumps(rows[i]) for i in order if i in rows]
-    # rows of images no longer in the dataset (e.g. skipped this time) are kept, after the others
-    lines += [json.dumps(r) for i, r in rows.items() if i not in set(order)]
     atomic_write_text(out_dir / MANIFEST, "".join(line + "\n" for line in lines))
     parts = out_dir / PARTS_DIR
     if parts.is_dir():
         for part in parts.glob("*.jsonl"):
             part.unlink()
         parts.rmdir()
-
-
-def is_complete(out_dir: Path, dataset: Dataset) -> bool:
-    rows = finished_rows(out_dir)
-    return all(s.image_id in rows for s in dataset.samples)

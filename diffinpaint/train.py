@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -47,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fid import sha256_file
 from .pix2pix_nets import (build_discriminator, build_generator, count_parameters, generator_input, init_weights,
                            resize_images, resize_masks, unet_depth)
 
@@ -362,14 +362,6 @@ class StepBatches(torch.utils.data.Sampler):
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -489,7 +481,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
     _load_weights(generator, weights, cfg)
     generator.to(device).eval()
     info = {"checkpoint": str(folder.resolve()), "step": int(state.get("step", -1)), "config": cfg,
-            "generator_sha256": _file_sha256(weights)}
+            "generator_sha256": sha256_file(weights)}
     return generator, info
 
 
@@ -515,7 +507,7 @@ def save_checkpoint(out: Path, step: int, cfg: TrainConfig, netG, netD, optimize
         "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": "derived from (seed, step, rank) at every step; nothing to restore",
-        "sha256": {name: _file_sha256(tmp / name) for name in CHECKPOINT_FILES if name.endswith(".safetensors")},
+        "sha256": {name: sha256_file(tmp / name) for name in CHECKPOINT_FILES if name.endswith(".safetensors")},
     })
     for name in CHECKPOINT_FILES:
         with open(tmp / name, "rb") as f:
@@ -618,8 +610,14 @@ def _rewrite_log(path: Path, keep_until: int) -> None:
     """Drop log lines after the resumed step, so the log reads as one uninterrupted run."""
     if not path.exists():
         return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines()
-             if line.strip() and json.loads(line).get("step", 0) <= keep_until]
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if isinstance(row, dict) and row.get("step", 0) <= keep_until:
+            lines.append(line)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     os.replace(tmp, path)

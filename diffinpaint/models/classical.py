@@ -34,7 +34,7 @@ class _OpenCVInpaint(InpaintModel):
     def inpaint(self, images, masks, *, seeds, labels):
         out = []
         for image, mask in zip(images, masks):
-            # cv2 works on uint8 HxWx3; quantising is harmless: the runner composites on the float input
+            # cv2 works on uint8 HxWx3; quantising is harmless: the runner composites in uint8 anyway
             rgb = (image.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
             hole = (mask[0].numpy() > 0.5).astype(np.uint8)
             filled = cv2.inpaint(rgb, hole, self.settings.radius, self.flag)

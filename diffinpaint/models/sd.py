@@ -417,6 +417,8 @@ def _check_settings(s: Settings, device: str) -> None:
         raise ValueError(f"--steps {s.steps}: must be at least 1")
     if not 0 < s.strength <= 1:
         raise ValueError(f"--strength {s.strength}: must be in (0, 1]")
+    if int(s.steps * s.strength) < 1:
+        raise ValueError(f"--steps {s.steps} x --strength {s.strength} leaves no denoising step; raise one of them")
     if s.guidance < 0:
         raise ValueError(f"--guidance {s.guidance}: must be >= 0 (values <= 1 disable classifier-free guidance)")
     if s.scheduler is not None and s.scheduler not in SCHEDULERS:
