@@ -120,3 +120,68 @@ def test_unlabelled_dataset_and_unknown_model_fail_cleanly(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", "--model", "nope", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
     assert exc.value.code == 2
+
+
+def test_changed_holes_make_finished_images_redo(demo_small, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_small, data)
+    out = tmp_path / "run"
+    assert run_cli("--model", "telea", "--data", data, "--out", out) == 0
+    before = outputs(out)
+    lines = (data / "masks.csv").read_text().splitlines()
+    image, x, y, w, h = lines[1].split(",")
+    lines[1] = ",".join([image, str(int(x) // 2), str(int(y) // 2), w, h])  # move one hole of the first image
+    (data / "masks.csv").write_text("\n".join(lines) + "\n")
+    assert run_cli("--model", "telea", "--data", data, "--out", out) == 0
+    after = outputs(out)
+    changed = [k for k in before if before[k] != after[k]]
+    assert changed == [f"images/{image.rsplit('.', 1)[0]}.png"]  # only the image whose holes moved was redone
+    assert len(manifest(out)) == len(before)
+
+
+@pytest.mark.parametrize("where", ["inside-data", "non-empty-folder", "a-file"])
+def test_out_folders_that_would_damage_data_are_refused(demo_small, tmp_path, capsys, where):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_small, data)
+    out = {"inside-data": data / "runs", "non-empty-folder": tmp_path / "mine", "a-file": tmp_path / "f"}[where]
+    if where == "non-empty-folder":
+        out.mkdir()
+        (out / "thesis.tex").write_text("precious")
+    if where == "a-file":
+        out.write_text("x")
+    assert run_cli("--model", "telea", "--data", data, "--out", out) == 2
+    assert "--out" in capsys.readouterr().err
+    assert not (data / "runs").exists()
+    if where == "non-empty-folder":
+        assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+
+
+def test_a_torn_manifest_line_does_not_swallow_the_next_row(tmp_path):
+    from diffinpaint.runner import append_line, read_manifest
+
+    part = tmp_path / "part.jsonl"
+    part.write_text('{"image": "a.png"}\n{"image": "b.pn')  # killed mid-write
+    append_line(part, json.dumps({"image": "c.png"}))
+    assert [r["image"] for r in read_manifest(part)] == ["a.png", "c.png"]
+
+
+def test_eval_refuses_feather_and_too_small_holes_before_any_work(demo_small, tmp_path, capsys):
+    import shutil
+
+    assert main(["eval", "--models", "telea", "--data", str(demo_small), "--out", str(tmp_path / "ev"),
+                 "--feather", "4", "--no-progress"]) == 2
+    assert "--feather" in capsys.readouterr().err
+    data = tmp_path / "data"
+    shutil.copytree(demo_small, data)
+    lines = (data / "masks.csv").read_text().splitlines()
+    image, x, y, *_ = lines[1].split(",")
+    lines[1] = ",".join([image, x, y, "8", "8"])
+    (data / "masks.csv").write_text("\n".join(lines) + "\n")
+    assert main(["eval", "--models", "telea", "--data", str(data), "--out", str(tmp_path / "ev2"),
+                 "--no-progress"]) == 2
+    assert "11x11" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "ev2").exists()
