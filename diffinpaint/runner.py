@@ -244,33 +244,38 @@ def output_settings(model: InpaintModel, settings: RunSettings) -> dict[str, Any
                       **{f"model.{k}": v for k, v in model.output_settings().items()}})
 
 
-def check_or_write_config(out_dir: Path, model: InpaintModel, dataset: Dataset, settings: RunSettings,
-                          num_processes: int) -> None:
+def check_config(out_dir: Path, model: InpaintModel, settings: RunSettings) -> None:
+    """Refuse to resume a run folder made with settings that change the outputs, naming each difference."""
     import tomllib
-
-    import tomli_w
 
     wanted = output_settings(model, settings)
     path = out_dir / "config.toml"
-    if path.exists():
-        try:
-            previous = tomllib.loads(path.read_text(encoding="utf-8")).get("outputs", {})
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-            raise ValueError(f"{path} is not valid TOML; delete the run folder or choose another --out")
-        differing = sorted(k for k in set(wanted) | set(previous) if wanted.get(k) != previous.get(k))
-        if differing:
-            details = "; ".join(f"{k}: was {previous.get(k, '(unset)')!r}, now {wanted.get(k, '(unset)')!r}"
-                                for k in differing)
-            raise ValueError(f"{out_dir} was made with other settings ({details}); rerun with the same settings "
-                             "to resume, or choose another --out")
+    if not path.exists():
+        return
+    try:
+        previous = tomllib.loads(path.read_text(encoding="utf-8")).get("outputs", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        raise ValueError(f"{path} is not valid TOML; delete the run folder or choose another --out") from None
+    differing = sorted(k for k in set(wanted) | set(previous) if wanted.get(k) != previous.get(k))
+    if differing:
+        details = "; ".join(f"{k}: was {previous.get(k, '(unset)')!r}, now {wanted.get(k, '(unset)')!r}"
+                            for k in differing)
+        raise ValueError(f"{out_dir} was made with other settings ({details}); rerun with the same settings "
+                         "to resume, or choose another --out")
+
+
+def write_config(out_dir: Path, model: InpaintModel, dataset: Dataset, settings: RunSettings,
+                 num_processes: int) -> None:
+    import tomli_w
+
     config = {
         "run": toml_safe({"model": model.name, "data": str(dataset.root.resolve()), "out": str(out_dir.resolve()),
                           **asdict(settings), "num_processes": num_processes, "command": " ".join(sys.argv),
                           "images": len(dataset.samples)}),
-        "outputs": wanted,
+        "outputs": output_settings(model, settings),
         "versions": library_versions(),
     }
-    atomic_write_text(path, tomli_w.dumps(config))
+    atomic_write_text(out_dir / "config.toml", tomli_w.dumps(config))
 
 
 def write_skipped(out_dir: Path, dataset: Dataset) -> None:
@@ -365,16 +370,19 @@ def run(model: InpaintModel, dataset: Dataset, out_dir: str | Path, settings: Ru
     if settings.batch_size < 1:
         raise ValueError(f"--batch-size {settings.batch_size}: must be at least 1")
 
-    # 1. Check inputs before touching the folder (every rank checks, so every rank fails the same way)
+    # 1. Check inputs before touching the folder. Every rank checks the same untouched folder, so all ranks
+    #    fail together (a rank failing alone would leave the others waiting at the barrier)
     model.check_labels(dataset.labels)
     check_out_dir(out_dir, dataset)
+    check_config(out_dir, model, settings)
+    state.wait_for_everyone()
 
     # 2. The main process prepares the folder; the others wait so nobody sees it half made
     if state.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "images").mkdir(exist_ok=True)
         (out_dir / PARTS_DIR).mkdir(exist_ok=True)
-        check_or_write_config(out_dir, model, dataset, settings, state.num_processes)
+        write_config(out_dir, model, dataset, settings, state.num_processes)
         remove_stray_temp_files(out_dir)
         write_skipped(out_dir, dataset)
     state.wait_for_everyone()

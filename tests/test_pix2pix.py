@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from diffinpaint import train as tr
+from diffinpaint.fid import sha256_file
 from diffinpaint.models.pix2pix import Pix2PixModel, Pix2PixSettings
 from diffinpaint.pix2pix_nets import (HOLE_FILL, build_discriminator, build_generator, count_parameters,
                                       generator_input, init_weights, unet_depth)
@@ -339,7 +340,7 @@ def test_inference_shape_range_determinism(trained):
     assert torch.allclose(single, out[1:], atol=1e-5)  # eval mode: no dependence on the batch
     settings = model.output_settings()
     assert settings["step"] == 4 and settings["checkpoint"].endswith("step_000004") and settings["size"] == 32
-    assert settings["generator_sha256"] == tr._file_sha256(tr.resolve_checkpoint(trained) / "generator.safetensors")
+    assert settings["generator_sha256"] == sha256_file(tr.resolve_checkpoint(trained) / "generator.safetensors")
 
 
 def test_inference_refuses_bad_checkpoints(trained, tmp_path):
