@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_verbs.add_parser("check", help="validate a dataset folder and summarise it")
     check.add_argument("dir", type=Path)
     check.add_argument("--json", action="store_true", help="print the summary as JSON")
+    check.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                       help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
     demo = data_verbs.add_parser("demo", help="build a demo dataset from the photos bundled in scikit-image")
     demo.add_argument("--out", required=True, type=Path)
     demo.add_argument("--size", type=int, default=256, help="crop side in pixels (default 256)")
@@ -129,7 +131,7 @@ def _run_settings(args):
 
 def _cmd_data(args) -> int:
     if args.data_verb == "check":
-        dataset = load_dataset(args.dir)
+        dataset = load_dataset(args.dir, max_pixels=args.max_pixels)
         summary = dataset.summary()
         if args.json:
             print(json.dumps(summary, indent=2))

@@ -211,6 +211,7 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
     # 4. Write the eval folder (main process only)
     out.mkdir(parents=True, exist_ok=True)
     config = {"data": str(dataset.root.resolve()), "models": settings.models, "runs_dir": str(runs_dir.resolve()),
+              "max_pixels": max((s.max_pixels for s in dataset.samples), default=0),
               "settings": toml_safe({k: v for k, v in asdict(settings).items() if k not in ("models", "run")}),
               "run": toml_safe(asdict(settings.run)), "model_options": toml_safe(dict(model_options)),
               "num_processes": state.num_processes, "versions": library_versions()}

@@ -521,10 +521,12 @@ def write_report(eval_dir: Path, *, max_grid_images: int = 24, n_worst: int = 5)
     if data is None:
         ev.notes.append("config.toml names no dataset (data = ...), so there are no image grids.")
     else:
-        from .data import load_dataset
+        from .data import DEFAULT_MAX_PIXELS, load_dataset
         data_path = Path(data) if Path(data).is_absolute() else eval_dir / data
         try:
-            samples = {s.image_id: s for s in load_dataset(data_path, skip_invalid=True).samples}
+            max_pixels = int(ev.config.get("max_pixels", DEFAULT_MAX_PIXELS))  # the limit eval ran under
+            samples = {s.image_id: s for s in load_dataset(data_path, skip_invalid=True,
+                                                          max_pixels=max_pixels).samples}
         except ValueError as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             ev.notes.append(f"The dataset {data_path} could not be loaded ({first}), so there are no image grids.")

@@ -135,7 +135,7 @@ def main() -> int:
     stem = f"metrics_{args.device.split(':')[0]}"
     (results / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
-    md = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads)"
+    md = [f"Machine: {m['cpu']}, {m['cpu_cores']} cores, torch {m['torch']} ({m['torch_threads']} threads)"
           + (f", GPU {m['gpu']}" if "gpu" in m else ""), "",
           "| implementation | images/s | holes/s | ratio |", "|---|---:|---:|---:|",
           f"| skimage loop (reference) | {result['skimage_images_per_s']:.0f} | {result['skimage_holes_per_s']:.0f} | 1.0 |",

@@ -34,6 +34,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+sys.path.insert(0, str(Path(__file__).parent))  # eval/machine.py
+from machine import machine_info  # noqa: E402
 from diffinpaint import train as tr  # noqa: E402
 from diffinpaint.masks import box_mask  # noqa: E402
 from diffinpaint.pix2pix_nets import build_discriminator, build_generator, generator_input, init_weights  # noqa: E402
@@ -226,23 +228,7 @@ def interleaved_ab(size: int = 64, steps: int = 10) -> dict:
 
 
 def machine(device_name: str) -> dict:
-    import accelerate
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "accelerate": accelerate.__version__, "python": platform.python_version(),
-            "platform": platform.platform()}
-    if device_name.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
-    return info
+    return machine_info()  # eval/machine.py: one description of the machine for every benchmark
 
 
 def bf16_supported(device_name: str) -> bool:

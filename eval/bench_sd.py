@@ -32,6 +32,8 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(Path(__file__).parent))  # eval/machine.py
+from machine import machine_info  # noqa: E402
 from diffinpaint.models.sd import Settings, StableDiffusionModel, build_random_pipeline  # noqa: E402
 
 FLOP_PER_IMAGE_50_STEPS = 84e12  # SD 1.5, 512x512, classifier-free guidance
@@ -45,24 +47,7 @@ PEAK_TFLOPS = {
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import diffusers
-    import transformers
-
-    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "platform": platform.platform()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
-    return info
+    return machine_info()  # eval/machine.py: one description of the machine for every benchmark
 
 
 class UNetTimer:

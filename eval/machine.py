@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib import metadata
 
 
 def machine_info() -> dict:
     import torch
 
-    cpu = platform.processor() or ""
+    cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -17,13 +18,14 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    for name in ("diffusers", "skimage", "torch_fidelity", "numpy"):
+        info["cuda"] = torch.version.cuda
+    for dist in ("diffusers", "transformers", "accelerate", "scikit-image", "torch-fidelity", "numpy"):
         try:
-            info[name] = __import__(name).__version__
-        except Exception:
+            info[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
             pass
     return info
