@@ -29,8 +29,8 @@ from .data import Dataset, Sample, load_rgb
 from .metrics import box_squared_error, box_ssim, masked_squared_error, masked_ssim
 from .models import build_model, model_class
 from .metrics import RADIUS
-from .runner import (RunSettings, atomic_write_text, library_versions, model_device, process_state, run,
-                     toml_safe)
+from .runner import (RunSettings, SettingsChanged, atomic_write_text, library_versions, model_device,
+                     process_state, run, toml_safe)
 
 # Below this many crops per side the 2048×2048 covariance is rank-deficient and FID is dominated by bias;
 # KID is unbiased and is the number to compare then.
@@ -188,7 +188,11 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
     run_dirs = {}
     for name, model in models.items():
         run_dirs[name] = runs_dir / name
-        run(model, dataset, run_dirs[name], settings.run, state=state, log=log)
+        try:
+            run(model, dataset, run_dirs[name], settings.run, state=state, log=log)
+        except SettingsChanged as err:  # e.g. a retrained checkpoint: say how to redo this model's run
+            raise ValueError(f"{err.out_dir} holds {name} outputs made with other settings ({err.details}); "
+                             f"delete that folder to redo {name}, or pass --runs with a new folder") from None
 
     # 3. Score: each process its shard, rows gathered as objects (no padded duplicates)
     from accelerate.utils import gather_object

@@ -244,6 +244,15 @@ def output_settings(model: InpaintModel, settings: RunSettings) -> dict[str, Any
                       **{f"model.{k}": v for k, v in model.output_settings().items()}})
 
 
+class SettingsChanged(ValueError):
+    """A run folder made with other output-changing settings (never mixed, never silently overwritten)."""
+
+    def __init__(self, out_dir: Path, details: str):
+        self.out_dir, self.details = out_dir, details
+        super().__init__(f"{out_dir} was made with other settings ({details}); rerun with the same settings "
+                         "to resume, or choose another --out")
+
+
 def check_config(out_dir: Path, model: InpaintModel, settings: RunSettings) -> None:
     """Refuse to resume a run folder made with settings that change the outputs, naming each difference."""
     import tomllib
@@ -260,8 +269,7 @@ def check_config(out_dir: Path, model: InpaintModel, settings: RunSettings) -> N
     if differing:
         details = "; ".join(f"{k}: was {previous.get(k, '(unset)')!r}, now {wanted.get(k, '(unset)')!r}"
                             for k in differing)
-        raise ValueError(f"{out_dir} was made with other settings ({details}); rerun with the same settings "
-                         "to resume, or choose another --out")
+        raise SettingsChanged(out_dir, details)
 
 
 def write_config(out_dir: Path, model: InpaintModel, dataset: Dataset, settings: RunSettings,

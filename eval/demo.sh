@@ -19,6 +19,10 @@ fi
 RESUME=()
 compgen -G "$OUT/pix2pix/checkpoints/step_*" > /dev/null && RESUME=(--resume)
 $DI train pix2pix --data "$OUT/data" --out "$OUT/pix2pix" "${TRAIN[@]}" "${RESUME[@]}"
+# pix2pix outputs made by an older checkpoint are stale: redo that model's run (eval refuses to mix them)
+NEWEST=$(ls "$OUT/pix2pix/checkpoints" | tail -1)
+RUN_CONFIG="$OUT/eval/runs/pix2pix/config.toml"
+if [ -f "$RUN_CONFIG" ] && ! grep -q "$NEWEST" "$RUN_CONFIG"; then rm -rf "$OUT/eval/runs/pix2pix"; fi
 
 MODELS=telea,ns,pix2pix
 SD_ARGS=()

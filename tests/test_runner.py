@@ -185,3 +185,12 @@ def test_eval_refuses_feather_and_too_small_holes_before_any_work(demo_small, tm
                  "--no-progress"]) == 2
     assert "11x11" in capsys.readouterr().err
     assert not (tmp_path / "ev").exists() and not (tmp_path / "ev2").exists()
+
+
+def test_eval_names_the_stale_run_folder_and_the_fix(demo_small, tmp_path, capsys):
+    args = ["eval", "--data", str(demo_small), "--out", str(tmp_path / "ev"), "--no-fid", "--no-report",
+            "--no-progress"]
+    assert main([*args, "--models", "telea"]) == 0
+    assert main([*args, "--models", "telea", "--radius", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "model.radius: was 3, now 5" in err and "delete that folder to redo telea" in err
