@@ -147,21 +147,6 @@ def count_parameters(size: int = 256, ngf: int = 64, ndf: int = 64, n_layers: in
 HOLE_FILL = 0.0  # hole pixels in the generator input, in the [-1, 1] image range: mid-grey
 
 
-def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """N×3×H×W in [0, 1] -> N×3×size, bicubic with antialiasing (which matters when shrinking), clamped."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    out = torch.nn.functional.interpolate(images, size=size, mode="bicubic", antialias=True, align_corners=False)
-    return out.clamp(0.0, 1.0)
-
-
-def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """N×1×H×W {0, 1} -> N×1×size {0, 1}; a pixel that covers any hole is a hole (never shrinks a hole away)."""
-    if tuple(masks.shape[-2:]) == tuple(size):
-        return (masks > 0.5).to(torch.float32)
-    return (torch.nn.functional.interpolate(masks.float(), size=size, mode="area") > 0).to(torch.float32)
-
-
 def generator_input(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """images N×3×S×S in [0, 1], masks N×1×S×S (1 = hole) -> N×4×S×S: the image in [-1, 1] with its holes set to
     HOLE_FILL, then the mask."""

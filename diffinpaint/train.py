@@ -47,8 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fid import sha256_file
+from .imageops import resize_images, resize_masks
 from .pix2pix_nets import (build_discriminator, build_generator, count_parameters, generator_input, init_weights,
-                           resize_images, resize_masks, unet_depth)
+                           unet_depth)
 
 HOLE_CHOICES = ("dataset", "box", "thin", "medium", "thick")
 CHECKPOINT_FILES = ("config.json", "generator.safetensors", "discriminator.safetensors", "optimizer_G.safetensors",

@@ -19,12 +19,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sd_tiny import save_tiny_pipeline, save_tiny_vae  # noqa: E402
 
+from diffinpaint.imageops import resize_masks  # noqa: E402
 from diffinpaint.models.sd import (  # noqa: E402
     Settings,
     StableDiffusionModel,
     build_clip_tokenizer,
     hole_crop_boxes,
-    resize_mask,
 )
 from diffinpaint.prompts_io import available_prompt_sets, load_prompt_set  # noqa: E402
 
@@ -178,11 +178,11 @@ def test_resized_mask_never_loses_a_hole():
             m = torch.zeros(1, 1, *size)
             y, x = np.random.randint(0, size[0]), np.random.randint(0, size[1])
             m[..., y, x] = 1  # a single hole pixel must survive any resize
-            small = resize_mask(m, (512, 512))
+            small = resize_masks(m, (512, 512))
             assert small.sum() >= 1 and set(small.unique().tolist()) <= {0.0, 1.0}
     m = torch.zeros(1, 1, 1024, 1024)
     m[..., 100:301, 100:301] = 1
-    assert resize_mask(m, (512, 512)).sum() >= (201 / 2) ** 2  # never shrinks in area
+    assert resize_masks(m, (512, 512)).sum() >= (201 / 2) ** 2  # never shrinks in area
 
 
 # ---------------------------------------------------------------------------------------------- prompts

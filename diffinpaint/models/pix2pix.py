@@ -57,7 +57,8 @@ class Pix2PixModel(InpaintModel):
     @torch.no_grad()
     def inpaint(self, images: torch.Tensor, masks: torch.Tensor, *, seeds: Sequence[int],
                 labels: Sequence[str | None]) -> torch.Tensor:
-        from ..pix2pix_nets import generator_input, resize_images, resize_masks
+        from ..imageops import resize_images, resize_masks
+        from ..pix2pix_nets import generator_input
 
         # 1. Check inputs
         if images.ndim != 4 or images.shape[1] != 3 or masks.shape != (images.shape[0], 1, *images.shape[2:]):

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..prompts_io import PromptSet, load_prompt_set
+from ..imageops import resize_images, resize_masks
 from .base import InpaintModel
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -217,8 +218,8 @@ class StableDiffusionModel(InpaintModel):
             chunk = jobs[start:start + n]
             crops = [(hidden[i, :, y0:y1, x0:x1], masks[i, :, y0:y1, x0:x1]) for i, y0, x0, y1, x1, _ in chunk]
             size = (self.resolution, self.resolution)
-            image_in = torch.stack([resize_image(img[None], size)[0] for img, _ in crops])
-            mask_in = torch.stack([resize_mask(m[None], size)[0] for _, m in crops])
+            image_in = torch.stack([resize_images(img[None], size)[0] for img, _ in crops])
+            mask_in = torch.stack([resize_masks(m[None], size)[0] for _, m in crops])
             texts = [self.prompts.for_label(labels[job[0]]) for job in chunk]
             out = self.pipe(
                 prompt=[t[0] for t in texts],
@@ -235,29 +236,11 @@ class StableDiffusionModel(InpaintModel):
             ).images.float().cpu()
             # 5. Resize back and paste
             for (i, y0, x0, y1, x1, _), fill in zip(chunk, out):
-                pred[i, :, y0:y1, x0:x1] = resize_image(fill[None], (y1 - y0, x1 - x0))[0]
+                pred[i, :, y0:y1, x0:x1] = resize_images(fill[None], (y1 - y0, x1 - x0))[0]
         return pred
 
 
 # ---------------------------------------------------------------------- resizing (documented, used by tests)
-def resize_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """N×3×H×W in [0,1] -> size; bicubic with antialias (no aliasing when shrinking), clamped to [0,1]."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x.clone()
-    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
-
-
-def resize_mask(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """N×1×H×W {0,1} -> size, max-pool style: an output pixel is a hole if ANY input pixel under it is.
-
-    Area interpolation averages each output pixel's footprint; `> 0` then marks it as hole when one input pixel
-    is, so holes never shrink or disappear (they may grow by under one output pixel).
-    """
-    if tuple(m.shape[-2:]) == tuple(size):
-        return (m > 0).float()
-    return (F.interpolate(m.float(), size=size, mode="area") > 0).float()
-
-
 def hole_crop_boxes(mask: torch.Tensor, resolution: int, margin: int) -> list[tuple[int, int, int, int]]:
     """Boxes (y0, x0, y1, x1) for --region crop: one square per group of nearby holes.
 
