@@ -180,9 +180,10 @@ def remove_stray_temp_files(out_dir: Path) -> int:
 
 
 def make_batches(samples: list[Sample], batch_size: int) -> list[list[Sample]]:
-    """Consecutive same-size images, at most batch_size each: fixed by the shard, not by what is done."""
+    """Same-size images, at most batch_size each, grouped by size (so mixed-size datasets still batch):
+    fixed by the shard, not by what is already done, so a resumed run makes the same batches."""
     batches: list[list[Sample]] = []
-    for sample in samples:
+    for sample in sorted(samples, key=lambda s: (s.width, s.height, s.image_id)):
         last = batches[-1] if batches else None
         if last and len(last) < batch_size and (last[0].width, last[0].height) == (sample.width, sample.height):
             last.append(sample)

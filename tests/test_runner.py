@@ -194,3 +194,30 @@ def test_eval_names_the_stale_run_folder_and_the_fix(demo_small, tmp_path, capsy
     assert main([*args, "--models", "telea", "--radius", "5"]) == 2
     err = capsys.readouterr().err
     assert "model.radius: was 3, now 5" in err and "delete that folder to redo telea" in err
+
+
+def test_mixed_sizes_are_batched_by_size_and_match_batch_size_one(tmp_path):
+    from diffinpaint.demo import make_demo_dataset
+    from diffinpaint.runner import make_batches
+
+    import shutil
+
+    data = tmp_path / "data"
+    small = make_demo_dataset(tmp_path / "s", size=48, crops_per_photo=1, hole_size=12)
+    large = make_demo_dataset(tmp_path / "l", size=64, crops_per_photo=1, hole_size=12, seed=5)
+    shutil.copytree(small, data)
+    rows = (small / "masks.csv").read_text().splitlines()
+    for path in sorted((large / "images").rglob("*.png")):  # interleave 64-px images among the 48-px ones
+        rel = path.relative_to(large / "images")
+        target = data / "images" / rel.parent / f"big_{rel.name}"
+        shutil.copy(path, target)
+        rows += [f"{rel.parent}/big_{rel.name}," + line.split(",", 1)[1]
+                 for line in (large / "masks.csv").read_text().splitlines()[1:] if line.startswith(str(rel.as_posix()))]
+    (data / "masks.csv").write_text("\n".join(rows) + "\n")
+    dataset = load_dataset(data)
+    batches = make_batches(dataset.samples, 4)
+    assert all(len({(s.width, s.height) for s in b}) == 1 for b in batches)
+    assert len(batches) == 6  # 9 + 9 images of two sizes: 4+4+1 each, not 18 batches of one
+    assert run_cli("--model", "seeded_noise", "--data", data, "--out", tmp_path / "b4", "--batch-size", 4) == 0
+    assert run_cli("--model", "seeded_noise", "--data", data, "--out", tmp_path / "b1") == 0
+    assert outputs(tmp_path / "b4") == outputs(tmp_path / "b1")
