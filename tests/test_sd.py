@@ -254,6 +254,7 @@ def test_folder_without_pipeline_and_bad_paths(tmp_path):
     ({"cpu_offload": True}, "CUDA"),
     ({"steps": 0}, "--steps 0"),
     ({"strength": 1.5}, "--strength"),
+    ({"steps": 1, "strength": 0.5}, "leaves no denoising step"),
     ({"scheduler": "nope"}, "--scheduler nope"),
     ({"resolution": 500}, "multiple of 8"),
 ])
