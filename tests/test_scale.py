@@ -109,3 +109,22 @@ def test_sigkill_at_several_points_then_resume_is_byte_identical(demo_medium, tm
     assert len(rows) == len(outputs(reference))
     leftovers = [p for p in out.rglob("*") if ".tmp-" in p.name or p.name == "manifest.parts"]
     assert leftovers == []
+
+
+def test_pix2pix_trains_on_two_processes(demo_medium, tmp_path):
+    """`accelerate launch -m diffinpaint train pix2pix` with two real (gloo) processes: a checkpoint that
+    records both processes, a finite loss log, and a model that `run` can use."""
+    out = tmp_path / "p2p"
+    result = accelerate_launch(2, "-m", "diffinpaint", "train", "pix2pix", "--data", demo_medium, "--out", out,
+                               "--size", 32, "--ngf", 8, "--ndf", 8, "--steps", 4, "--batch-size", 2,
+                               "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "processes: 2" in result.stdout + result.stderr
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2, 3, 4]
+    assert all(all(v == v and abs(v) < 1e6 for k, v in row.items() if k != "step") for row in log)
+    assert (out / "checkpoints" / "step_000004" / "generator.safetensors").is_file()
+    from diffinpaint.cli import main
+
+    assert main(["run", "--model", "pix2pix", "--checkpoint", str(out), "--data", str(demo_medium),
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
