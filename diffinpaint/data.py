@@ -18,6 +18,7 @@ import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -73,9 +74,11 @@ class Sample:
         """Where the run writes this image's output, under RUN/images/ (extension replaced by .png)."""
         return str(PurePosixPath(self.image_id).with_suffix(".png"))
 
+    @cached_property
     def input_key(self) -> str:
         """Fingerprint of everything the output depends on in the input: image bytes and holes. A run folder
-        only counts an image as finished when its manifest row carries the same key (new masks = redo)."""
+        only counts an image as finished when its manifest row carries the same key (new masks = redo); the
+        FID feature cache keys on it too. Read once per sample."""
         digest = hashlib.sha256(self.path.read_bytes())
         digest.update(json.dumps(self.boxes).encode())
         if self.mask_path is not None:
@@ -89,10 +92,9 @@ class Sample:
         """H×W bool, True = hole."""
         if self.mask_path is not None:
             return load_mask_png(self.mask_path, self.max_pixels)
-        mask = np.zeros((self.height, self.width), dtype=bool)
-        for x, y, w, h in self.boxes:
-            mask[y : y + h, x : x + w] = True
-        return mask
+        from .masks import boxes_to_mask
+
+        return boxes_to_mask(self.height, self.width, self.boxes)
 
 
 @dataclass
@@ -249,9 +251,7 @@ def load_dataset(root: str | Path, *, skip_invalid: bool = False,
                                           "images/ and masks.csv or masks/")])
     problems: list[Problem] = []
     images_dir = root / "images"
-    if not images_dir.is_dir():
-        raise DatasetError(root, [Problem(str(root), "has no images/ folder; put the photos in "
-                                          f"{root}/images/ (subfolders = labels)")])
+    _require_images_dir(root)
     csv_path, masks_dir = root / "masks.csv", root / "masks"
     if csv_path.exists() and masks_dir.exists():
         raise DatasetError(root, [Problem(str(root), "has both masks.csv and masks/; keep exactly one mask source")])
@@ -279,6 +279,12 @@ def load_dataset(root: str | Path, *, skip_invalid: bool = False,
     if not kept:
         raise DatasetError(root, problems + [Problem(str(root), "no valid image left after skipping")])
     return Dataset(root=root, samples=kept, mask_source=mask_source, skipped=per_image)
+
+
+def _require_images_dir(root: Path) -> None:
+    if not (root / "images").is_dir():
+        raise DatasetError(root, [Problem(str(root), "has no images/ folder; put the photos in "
+                                          f"{root}/images/ (subfolders = labels)")])
 
 
 def _discover_images(root: Path, images_dir: Path, problems: list[Problem], max_pixels: int) -> dict[str, Sample]:
@@ -454,9 +460,7 @@ def _attach_mask_pngs(root: Path, masks_dir: Path, samples: dict[str, Sample], p
 def discover_images(root: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Sample]:
     """The images of a dataset folder, validated, without looking at any mask source."""
     root = Path(root)
-    if not (root / "images").is_dir():
-        raise DatasetError(root, [Problem(str(root), "has no images/ folder; put the photos in "
-                                          f"{root}/images/ (subfolders = labels)")])
+    _require_images_dir(root)
     problems: list[Problem] = []
     samples = _discover_images(root, root / "images", problems, max_pixels)
     if not samples and not problems:

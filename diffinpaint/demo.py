@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .masks import box_holes, derive_seed
-from .runner import atomic_write_bytes, atomic_write_text
+from .runner import atomic_write_bytes, atomic_write_text, png_bytes
 
 # skimage.data file -> label (the noun a prompt like "Real image of a {label}" needs)
 PHOTOS = {
@@ -68,9 +68,7 @@ def make_demo_dataset(out: str | Path, *, size: int = 256, crops_per_photo: int 
         image_id = f"{label}/{stem}.png"
         path = out / "images" / image_id
         path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        Image.fromarray(crop).save(buffer, format="PNG")
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, png_bytes(crop))
         rng = np.random.default_rng(derive_seed(seed, image_id))
         rows += [(image_id, *box) for box in box_holes(size, size, holes, hole_size, rng)]
     buffer = io.StringIO()

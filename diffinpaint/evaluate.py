@@ -96,8 +96,8 @@ def _crops(samples: list[Sample], image_dir: Path | None) -> list[np.ndarray]:
     return crops
 
 
-def fid_scores(dataset: Dataset, run_dirs: Mapping[str, Path], settings: EvalSettings, device: str, log
-               ) -> dict[str, dict[str, Any]]:
+def fid_scores(dataset: Dataset, run_dirs: Mapping[str, Path], settings: EvalSettings, device: str, log,
+               extractor: fidlib.InceptionFeatures | None = None) -> dict[str, dict[str, Any]]:
     """model -> {"fid", "kid", "kid_std", "n_fid_crops", "fid_note"}; missing values are None."""
     def missing(reason: str) -> dict[str, dict[str, Any]]:
         return {m: {"fid": None, "kid": None, "kid_std": None, "n_fid_crops": 0, "fid_note": reason}
@@ -109,7 +109,7 @@ def fid_scores(dataset: Dataset, run_dirs: Mapping[str, Path], settings: EvalSet
         log("warning: FID/KID missing: they need at least 2 hole crops")
         return missing("FID/KID need at least 2 hole crops")
     try:
-        extractor = fidlib.InceptionFeatures(settings.fid_weights, device=device)
+        extractor = extractor or fidlib.InceptionFeatures(settings.fid_weights, device=device)
     except fidlib.FIDUnavailable as err:
         log(f"warning: FID/KID missing: {err}; pass --fid-weights {fidlib.WEIGHTS_NAMES[0]} to compute them")
         return missing(f"{err}; pass --fid-weights {fidlib.WEIGHTS_NAMES[0]} to compute FID/KID")
@@ -177,9 +177,12 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
     if small:
         raise ValueError(f"masks.csv: {len(small)} image(s) have holes smaller than SSIM's {window}x{window} window "
                          f"(first: images/{small[0]}); make the holes at least {window} pixels wide and high")
-    if settings.fid and settings.fid_weights is not None:
-        fidlib.InceptionFeatures(settings.fid_weights)  # a bad weights file fails now, not after hours of runs
     device = model_device(state, settings.run.device)
+    extractor = None
+    if settings.fid and settings.fid_weights is not None:
+        # loaded now, on every rank alike (a rank failing alone would hang the others at a barrier), so a bad
+        # weights file fails before hours of runs; the main rank uses it for the scores
+        extractor = fidlib.InceptionFeatures(settings.fid_weights, device=device)
     models = {name: build_model(name, model_options, device=device) for name in settings.models}
     for model in models.values():
         model.check_labels(dataset.labels)
@@ -208,7 +211,7 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
     order = {s.image_id: i for i, s in enumerate(dataset.samples)}
     rows.sort(key=lambda r: (settings.models.index(r["model"]), order[r["image"]]))
     summary = [summarise(name, [r for r in rows if r["model"] == name]) for name in settings.models]
-    scores = fid_scores(dataset, run_dirs, settings, device, log)
+    scores = fid_scores(dataset, run_dirs, settings, device, log, extractor)
     for row in summary:
         row.update(scores[row["model"]])
 

@@ -151,13 +151,10 @@ def kernel_inception_distance(features_1: torch.Tensor, features_2: torch.Tensor
 
 
 def dataset_fingerprint(samples: Iterable) -> str:
+    """The dataset's content: every image's id and input key (image bytes + holes, see Sample.input_key)."""
     digest = hashlib.sha256()
     for s in samples:
-        digest.update(s.image_id.encode())
-        digest.update(sha256_file(s.path).encode())
-        digest.update(json.dumps(s.boxes).encode())
-        if s.mask_path is not None:
-            digest.update(sha256_file(s.mask_path).encode())
+        digest.update(f"{s.image_id}\0{s.input_key}\0".encode())
     return digest.hexdigest()
 
 
@@ -173,7 +170,9 @@ def default_cache_dir() -> Path:
 
 
 def cached_features(cache_dir: Path, key: str, compute) -> torch.Tensor:
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
+
+    from .runner import atomic_write_bytes
 
     path = Path(cache_dir) / f"gt-{key}.safetensors"
     if path.is_file():
@@ -183,8 +182,6 @@ def cached_features(cache_dir: Path, key: str, compute) -> torch.Tensor:
             pass  # a damaged cache entry is recomputed
     features = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({"features": features.contiguous()}, str(tmp), metadata={"extractor": EXTRACTOR,
-                                                                        "resize": RESIZE_RULE, "crop": CROP_RULE})
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save({"features": features.contiguous()},
+                                  metadata={"extractor": EXTRACTOR, "resize": RESIZE_RULE, "crop": CROP_RULE}))
     return features

@@ -31,11 +31,16 @@ def box_holes(height: int, width: int, n_holes: int, hole_size: int, rng: np.ran
              hole_size, hole_size) for _ in range(n_holes)]
 
 
-def box_mask(height: int, width: int, n_holes: int, hole_size: int, rng: np.random.Generator) -> np.ndarray:
+def boxes_to_mask(height: int, width: int, boxes) -> np.ndarray:
+    """bool H×W, True inside any of the (x, y, w, h) boxes (an overlapped pixel is simply a hole)."""
     mask = np.zeros((height, width), dtype=bool)
-    for x, y, w, h in box_holes(height, width, n_holes, hole_size, rng):
+    for x, y, w, h in boxes:
         mask[y : y + h, x : x + w] = True
     return mask
+
+
+def box_mask(height: int, width: int, n_holes: int, hole_size: int, rng: np.random.Generator) -> np.ndarray:
+    return boxes_to_mask(height, width, box_holes(height, width, n_holes, hole_size, rng))
 
 
 @dataclass(frozen=True)
@@ -119,10 +124,8 @@ def write_masks(root, protocol: str, *, seed: int = 0, holes: int = 2, hole_size
     import shutil
     from pathlib import Path
 
-    from PIL import Image
-
     from .data import discover_images
-    from .runner import atomic_write_bytes, atomic_write_text
+    from .runner import atomic_write_bytes, atomic_write_text, png_bytes
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol {protocol}: choose from {', '.join(PROTOCOLS)}")
@@ -157,13 +160,8 @@ def write_masks(root, protocol: str, *, seed: int = 0, holes: int = 2, hole_size
     for s in samples:
         mask = masks[s.image_id]
         if isinstance(mask, list):
-            grid = np.zeros((s.height, s.width), dtype=bool)
-            for x, y, w, h in mask:
-                grid[y : y + h, x : x + w] = True
-            mask = grid
+            mask = boxes_to_mask(s.height, s.width, mask)
         path = root / "masks" / s.output_relpath
         path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, format="PNG")
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, png_bytes(mask.astype(np.uint8) * 255))
     return "masks/"

@@ -27,7 +27,7 @@ import math
 import shutil
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np

@@ -399,7 +399,7 @@ def run(model: InpaintModel, dataset: Dataset, out_dir: str | Path, settings: Ru
     # 3. This process's shard; batches are fixed by the shard, so a resumed run makes the same batches
     with state.split_between_processes(list(dataset.samples)) as shard:
         shard = list(shard)
-    input_keys = {s.image_id: s.input_key() for s in shard}
+    input_keys = {s.image_id: s.input_key for s in shard}
     finished = set(finished_rows(out_dir, input_keys))
     already = len([s for s in shard if s.image_id in finished])
     part_path = out_dir / PARTS_DIR / f"process-{state.process_index}.jsonl"
@@ -424,7 +424,7 @@ def run(model: InpaintModel, dataset: Dataset, out_dir: str | Path, settings: Ru
 
 
 def merge_manifest(out_dir: Path, dataset: Dataset) -> None:
-    keys = {s.image_id: s.input_key() for s in dataset.samples}
+    keys = {s.image_id: s.input_key for s in dataset.samples}  # cached: the main shard is not re-read
     rows = finished_rows(out_dir, keys)
     order = [s.image_id for s in dataset.samples]
     lines = [json.dumps(rows[i]) for i in order if i in rows]

@@ -48,6 +48,7 @@ from torch import nn
 
 from .fid import sha256_file
 from .imageops import resize_images, resize_masks
+from .runner import atomic_write_bytes, atomic_write_text, png_bytes
 from .pix2pix_nets import (build_discriminator, build_generator, count_parameters, generator_input, init_weights,
                            unet_depth)
 
@@ -590,8 +591,6 @@ def _tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def write_sample_grid(path: Path, netG: nn.Module, images: torch.Tensor, masks: torch.Tensor, device) -> None:
     """Rows of masked input | output | target, with G in eval mode (as at inference)."""
-    from PIL import Image
-
     was_training = netG.training
     netG.eval()
     params = next(netG.parameters())
@@ -602,9 +601,7 @@ def write_sample_grid(path: Path, netG: nn.Module, images: torch.Tensor, masks: 
     rows = [torch.cat([m, o, t], dim=2) for m, o, t in zip(masked, output, images)]
     grid = _tensor_to_uint8(torch.cat(rows, dim=1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    Image.fromarray(grid).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, png_bytes(grid))
 
 
 def _rewrite_log(path: Path, keep_until: int) -> None:
@@ -619,9 +616,7 @@ def _rewrite_log(path: Path, keep_until: int) -> None:
             continue  # a line cut short by a kill
         if isinstance(row, dict) and row.get("step", 0) <= keep_until:
             lines.append(line)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def train(cfg: TrainConfig) -> Path:

@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import sys
 import time

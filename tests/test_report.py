@@ -64,7 +64,6 @@ def build_eval(root: Path, *, pixel_counts: bool = True, fid: float | None = Non
     data, ev = root / "data", root / "eval"
     rng = np.random.default_rng(0)
     rows_csv = []
-    truths = {}
     for image_id, boxes in IMAGES.items():
         path = data / "images" / image_id
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..prompts_io import PromptSet, load_prompt_set
 from ..imageops import resize_images, resize_masks
