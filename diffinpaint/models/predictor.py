@@ -1,0 +1,49 @@
+"""The inference side of a trained model: what models/trained.py (the one inference class for every model the
+toolkit trains) asks of a model package. It never imports training code.
+
+models/trained.py does, for every trained model alike:
+  1. read CKPT/config.json (the flat training config: shared options + the model's Options + "model": name),
+     refuse a checkpoint of another model with one line;
+  2. build each network named in `Predictor.networks` with the package's `build_network(config, name)` and load
+     its safetensors ("<name>_ema" files load into `build_network(config, "<name>")`), eval mode, on the device;
+  3. per batch: resize images (bicubic, antialiased) and masks (a resized pixel touching a hole is a hole) to the
+     trained size, call `predict`, resize the prediction back. The runner composites, so known pixels are
+     untouched whatever `predict` returns there.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+from torch import nn
+
+
+class Predictor:
+    # checkpoint files inference needs, e.g. ("generator",) or ("generator_ema",)
+    networks: ClassVar[tuple[str, ...]] = ("generator",)
+    # True for models that optimise at test time (DCGAN latent search): the runner must not use inference_mode
+    needs_grad: ClassVar[bool] = False
+    # the model's inference options (a dataclass; fields filled from the CLI); None when it has none
+    Settings: ClassVar[type | None] = None
+
+    def __init__(self, config: Mapping[str, Any], nets: dict[str, nn.Module], settings: Any, device: torch.device):
+        self.config, self.nets, self.settings, self.device = config, nets, settings, device
+
+    @staticmethod
+    def add_arguments(group: argparse._ArgumentGroup) -> None:
+        """The model's inference flags (dest = Settings field names). Prefix them with the model's name where
+        another model might want the same word (`--repaint-steps`, not `--steps`)."""
+
+    def check(self) -> None:
+        """Raise UserError for inference settings that cannot work (e.g. --iterations 0)."""
+
+    def predict(self, images: torch.Tensor, masks: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        """images N×3×S×S in [0, 1] at the trained size S, masks N×1×S×S {0, 1} (1 = hole), one seed per image.
+        Returns N×3×S×S in [0, 1]. Each image's result must not depend on the others in its batch: draw noise per
+        image from its seed (torch.Generator().manual_seed(seed)), use running statistics (eval mode)."""
+        raise NotImplementedError
+
+    def output_settings(self) -> dict[str, Any]:
+        """Inference settings that change the outputs (written to the run's config.toml, compared on resume)."""
+        return {}

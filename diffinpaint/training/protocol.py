@@ -1,0 +1,101 @@
+"""What a model writes to be trained by the one trainer (training/trainer.py).
+
+A trainable model is a package `diffinpaint/models/<name>/` with
+    nets.py      its networks, and `build_network(config, name) -> nn.Module` (no initialisation needed there)
+    __init__.py  imports nothing heavy; exposes `build_network` and `Predictor` (inference, see models/trained.py)
+    step.py      a `TrainableModel` subclass: options, networks + init, optimisers, ONE training step
+                 (`backward_D`, `backward_G` reading like the paper). Only training code imports step.py.
+
+The trainer owns everything else, once, for every model: accelerate (processes, mixed precision), the RNG as a
+function of (seed, step, rank), data order, flips, generated holes, the LR schedule, EMA copies, the NaN/inf
+stop, log.jsonl, sample grids, checkpoints (safetensors + JSON), --resume, --dry-run, --stop-at, trackers.
+
+Randomness inside `train_step` (latent codes, diffusion noise and timesteps, dropout, gradient-penalty mixing)
+must come from torch's global RNG: the trainer re-seeds it from (seed, step, rank) before every step, so a
+resumed run draws exactly what the uninterrupted run would have drawn.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class Batch:
+    """One step's examples on the training device.
+
+    images: N×3×S×S float in [0, 1] (the targets)
+    masks:  N×1×S×S float in {0, 1}, 1 = hole to fill (all zeros for unconditional models, holes == "none")
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+
+
+class TrainableModel:
+    """Base class of every model's training side. Subclasses set the class attributes and implement the methods
+    marked 'required'.
+
+    Attributes set by the trainer before `build_networks`:
+        self.cfg          the shared TrainConfig (size, lr, steps, batch_size, seed, holes, ...)
+        self.opts         an instance of `Options` (the model's own settings)
+    and before the first `train_step`:
+        self.accelerator  accelerate's Accelerator: use `self.accelerator.backward(loss)`, `.no_sync(net)`
+        self.nets         dict name -> network, prepared by accelerate (DDP-wrapped under several processes)
+        self.optimizers   dict name -> optimiser, prepared by accelerate
+        self.step         the number of optimiser steps done before this one (0 for the first)
+    """
+
+    name: ClassVar[str] = ""
+    # the model's own options: a dataclass with a comment on every default; written into config.json
+    Options: ClassVar[type] = type(None)
+    # this model's defaults for the shared options it cares about (size, lr, steps, batch_size, holes, decay_start)
+    defaults: ClassVar[dict[str, Any]] = {}
+    # accepted --holes values. "dataset" = the dataset's own masks; "box", "thin", "medium", "thick" = the
+    # toolkit's generators; "none" = no holes (unconditional models); any other name = the model's own
+    # generator, drawn by `make_holes`
+    hole_choices: ClassVar[tuple[str, ...]] = ("dataset", "box", "thin", "medium", "thick")
+    # EMA copies the trainer keeps (diffusers' EMAModel): network name -> decay; saved as <name>_ema
+    ema: ClassVar[dict[str, float]] = {}
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """The model's own flags; each `dest` is a field of `Options`."""
+
+    def check(self) -> None:
+        """Raise UserError (one line: what and the fix) for options this model cannot train with, e.g. a --size
+        below the networks' minimum. Called before any work."""
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        """Required. Every network, initialised as the paper does. The trainer seeds torch with cfg.seed first,
+        so the same seed gives the same initial weights. Network names are checkpoint file names."""
+        raise NotImplementedError
+
+    def build_optimizers(self, nets: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        """Required. name -> optimiser (names like 'optimizer_G'); the trainer's LR schedule scales each one's
+        learning rate by the same factor over the steps."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """Required. One optimisation step (all its networks); returns the losses to log, as Python floats."""
+        raise NotImplementedError
+
+    def make_holes(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """The model's own hole generator (when its name is in hole_choices): bool size×size, True = hole."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, batch: Batch) -> torch.Tensor:
+        """Required. Outputs for the sample grid, N×3×S×S in [0, 1], with the networks in eval mode as at
+        inference (the trainer switches them back to train mode afterwards). Unconditional models may ignore
+        the batch and return their own samples (drawn from torch's RNG, seeded by the trainer)."""
+        raise NotImplementedError
+
+    def describe(self) -> list[str]:
+        """Extra lines for --dry-run (the trainer already prints each network's parameter count)."""
+        return []
