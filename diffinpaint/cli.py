@@ -5,23 +5,28 @@
     diffinpaint data masks --data DIR --protocol box|thin|medium|thick --seed S
     diffinpaint run --model NAME --data DIR --out RUN
     diffinpaint eval --models telea,ns --data DIR --out EVAL
-    diffinpaint train pix2pix --data DIR --out CKPT
+    diffinpaint train NAME --data DIR --out CKPT      (NAME: every model the toolkit trains)
     diffinpaint report EVAL
 
-Every bad input ends as `error: ...` lines on stderr and exit code 2, before anything is written.
+Bad input (a UserError) ends as one `error: ...` line on stderr and exit code 2, before anything is written.
+Anything else is a bug: its traceback is shown (exit code 1) and everything finished so far stays on disk.
 The same verbs run under `accelerate launch -m diffinpaint ...` on many processes.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
 
 from .data import DEFAULT_MAX_PIXELS, DatasetError, load_dataset
-from .models import MODELS, model_class
+from .models import MODELS, TRAINED, model_class
+from .util.errors import EXIT_BAD_INPUT, UserError
 
-EXIT_BAD_INPUT = 2
+# OS errors the user fixes by choosing another path or freeing space (anything else from the OS is a bug report)
+USER_FIXABLE_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EEXIST, errno.ENOTDIR,
+                          errno.EISDIR, errno.EDQUOT, errno.ENAMETOOLONG}
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +44,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                        help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
     seen = set()
-    for name in MODELS:
+    for name in [*MODELS, *TRAINED]:
         try:
             add = getattr(model_class(name), "add_arguments", None)
         except ImportError:  # a model whose module cannot import still fails clearly when chosen
@@ -79,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--replace", action="store_true", help="replace the dataset's existing mask source")
 
     run = verbs.add_parser("run", help="run one model over a dataset into a run folder")
-    run.add_argument("--model", required=True, choices=list(MODELS))
+    run.add_argument("--model", required=True, choices=[*MODELS, *TRAINED])
+    run.add_argument("--checkpoint", default=None, metavar="CKPT",
+                     help=f"trained models ({', '.join(TRAINED)}): the --out folder of `diffinpaint train NAME` "
+                          "(the same as --NAME-checkpoint)")
     _add_run_options(run)
 
     evaluate = verbs.add_parser("eval", help="run models, score the holes, write tables and report")
@@ -95,16 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = verbs.add_parser("train", help="train a model")
     train_verbs = train.add_subparsers(dest="train_verb", required=True)
-    pix2pix = train_verbs.add_parser("pix2pix", help="train the Pix2Pix baseline on a dataset folder")
-    try:
-        from . import train as train_module
+    from .models import trainable_class
+    from .training.trainer import add_arguments as add_train_arguments
 
-        train_module.add_arguments(pix2pix)
-    except ImportError:  # pragma: no cover - during development only
-        pass
+    for name in TRAINED:
+        model_cls = trainable_class(name)
+        doc = (sys.modules[model_cls.__module__].__doc__ or name).strip()
+        add_train_arguments(train_verbs.add_parser(name, help=doc.splitlines()[0]), model_cls)
 
     report = verbs.add_parser("report", help="(re)write EVAL/report.html from an eval folder")
-    from . import report as report_module
+    from .evaluation import report as report_module
 
     report_module.add_arguments(report)
     return parser
@@ -142,13 +150,13 @@ def _cmd_data(args) -> int:
             print("sizes:  " + ", ".join(f"{k} {v}" for k, v in summary["sizes"].items()))
         return 0
     if args.data_verb == "demo":
-        from .demo import make_demo_dataset
+        from .data.demo import make_demo_dataset
 
         out = make_demo_dataset(args.out, size=args.size, crops_per_photo=args.crops_per_photo, holes=args.holes,
                                 hole_size=args.hole_size, seed=args.seed)
         print(f"demo dataset written to {out}")
         return 0
-    from .masks import write_masks
+    from .data.maskfiles import write_masks
 
     written = write_masks(args.data, args.protocol, seed=args.seed, holes=args.holes, hole_size=args.hole_size,
                           fmt=args.format, replace=args.replace)
@@ -163,7 +171,12 @@ def _cmd_run(args) -> int:
     dataset = _load(args)
     settings = _run_settings(args)
     state = process_state(settings.device)
-    model = build_model(args.model, vars(args), device=model_device(state, settings.device))
+    options = dict(vars(args))
+    if args.checkpoint is not None:
+        if args.model not in TRAINED:
+            raise UserError(f"--checkpoint is for trained models ({', '.join(TRAINED)}); {args.model} takes none")
+        options[f"{args.model}_checkpoint"] = args.checkpoint
+    model = build_model(args.model, options, device=model_device(state, settings.device))
     result = run(model, dataset, args.out, settings, state=state)
     if state.is_main_process:
         skipped = f", {len(dataset.skipped)} invalid skipped (see skipped.csv)" if dataset.skipped else ""
@@ -172,12 +185,12 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .evaluate import EvalSettings, evaluate, format_table
+    from .evaluation.evaluate import EvalSettings, evaluate, format_table
     from .runner import process_state
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
-        raise ValueError("--models is empty; name at least one model, e.g. --models telea,ns")
+        raise UserError("--models is empty; name at least one model, e.g. --models telea,ns")
     dataset = _load(args)
     settings = EvalSettings(models=models, out=args.out, runs_dir=args.runs, fid=not args.no_fid,
                             fid_weights=args.fid_weights, cache_dir=args.cache_dir, report=not args.no_report,
@@ -192,7 +205,7 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from . import report as report_module
+    from .evaluation import report as report_module
 
     return report_module.main(args)
 
@@ -207,24 +220,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "eval":
             return _cmd_eval(args)
         if args.verb == "train":
-            from . import train as train_module
+            from .training import trainer
 
-            return train_module.main(args)
+            return trainer.main(args)
         if args.verb == "report":
             return _cmd_report(args)
     except DatasetError as err:
         _print_problems(err)
         return EXIT_BAD_INPUT
-    except OSError as err:  # unwritable or full --out, a file where a folder should be, ...
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"error: {where}{err.strerror or err}; check the path, its permissions and free space", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ImportError as err:
-        print(f"error: {err}; install the missing package (pip install -e .) and retry", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ValueError as err:
+    except UserError as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:
+        if err.errno not in USER_FIXABLE_OS_ERRORS:
+            raise  # a bug or a broken machine: keep the traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}; check the path, its permissions and free space", file=sys.stderr)
+        return EXIT_BAD_INPUT
     raise AssertionError(f"unhandled verb {args.verb}")
-

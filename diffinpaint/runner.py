@@ -13,6 +13,7 @@ and ends with the same bytes as an uninterrupted run.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import io
@@ -32,12 +33,13 @@ import torch
 from PIL import Image
 
 from .data import Dataset, Sample
-from .masks import derive_seed
 from .models.base import InpaintModel
+from .util.errors import UserError
+from .util.files import TEMP_MARK, append_line, atomic_write_bytes, atomic_write_text, png_bytes
+from .util.seeds import derive_seed
 
 MANIFEST = "manifest.jsonl"
 PARTS_DIR = "manifest.parts"
-TEMP_MARK = ".tmp-"
 
 
 @dataclass
@@ -86,21 +88,10 @@ def toml_safe(value: Any) -> Any:
     return value
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")  # lossless; same pixels -> same bytes
-    return buffer.getvalue()
 
 
 def feather_alpha(mask: np.ndarray, feather: int) -> np.ndarray:
@@ -122,15 +113,6 @@ def composite(image: np.ndarray, prediction: np.ndarray, mask: np.ndarray, feath
     return out
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append one line; if a kill left the file without its last newline, start on a fresh line."""
-    with open(path, "ab+") as fh:
-        fh.seek(0, os.SEEK_END)
-        if fh.tell():
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
-        fh.write((line + "\n").encode("utf-8"))
 
 
 def read_manifest(path: Path) -> list[dict]:
@@ -196,7 +178,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
+        raise UserError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
     return device
 
 
@@ -219,7 +201,7 @@ def model_device(state, device: str) -> str:
             torch.cuda.set_device(torch.device(resolved))
         return resolved
     if state.num_processes > 1 and device.startswith("cuda:"):
-        raise ValueError(f"--device {device} with {state.num_processes} processes: each process takes its own GPU; "
+        raise UserError(f"--device {device} with {state.num_processes} processes: each process takes its own GPU; "
                          "use --device cuda or auto")
     return str(state.device)
 
@@ -228,11 +210,11 @@ def check_out_dir(out_dir: Path, dataset: Dataset) -> None:
     """Refuse an --out that would overwrite the dataset or mix with unrelated files."""
     data, out = dataset.root.resolve(), out_dir.resolve()
     if out == data or data in out.parents:
-        raise ValueError(f"--out {out_dir} is inside the dataset folder {dataset.root}; choose an --out outside it")
+        raise UserError(f"--out {out_dir} is inside the dataset folder {dataset.root}; choose an --out outside it")
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir} is a file; choose a folder")
+        raise UserError(f"--out {out_dir} is a file; choose a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "config.toml").exists():
-        raise ValueError(f"--out {out_dir} is a non-empty folder that is not a run folder; choose a new --out")
+        raise UserError(f"--out {out_dir} is a non-empty folder that is not a run folder; choose a new --out")
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -245,7 +227,7 @@ def output_settings(model: InpaintModel, settings: RunSettings) -> dict[str, Any
                       **{f"model.{k}": v for k, v in model.output_settings().items()}})
 
 
-class SettingsChanged(ValueError):
+class SettingsChanged(UserError):
     """A run folder made with other output-changing settings (never mixed, never silently overwritten)."""
 
     def __init__(self, out_dir: Path, details: str):
@@ -265,7 +247,7 @@ def check_config(out_dir: Path, model: InpaintModel, settings: RunSettings) -> N
     try:
         previous = tomllib.loads(path.read_text(encoding="utf-8")).get("outputs", {})
     except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-        raise ValueError(f"{path} is not valid TOML; delete the run folder or choose another --out") from None
+        raise UserError(f"{path} is not valid TOML; delete the run folder or choose another --out") from None
     differing = sorted(k for k in set(wanted) | set(previous) if wanted.get(k) != previous.get(k))
     if differing:
         details = "; ".join(f"{k}: was {previous.get(k, '(unset)')!r}, now {wanted.get(k, '(unset)')!r}"
@@ -342,7 +324,7 @@ class _BatchRunner:
         mask_t = torch.from_numpy(np.stack(masks)).unsqueeze(1).float()
         seeds = [derive_seed(self.settings.seed, s.image_id) for s in chunk]
         labels = [s.label for s in chunk]
-        with torch.inference_mode():
+        with contextlib.nullcontext() if self.model.needs_grad else torch.inference_mode():
             prediction = self.model.inpaint(image_t, mask_t, seeds=seeds, labels=labels)
         prediction = prediction.detach().float().cpu()
         if prediction.shape != image_t.shape:
@@ -377,7 +359,7 @@ def run(model: InpaintModel, dataset: Dataset, out_dir: str | Path, settings: Ru
     state = state or process_state(settings.device)
     log = log or (lambda message: print(message, file=sys.stderr) if state.is_main_process else None)
     if settings.batch_size < 1:
-        raise ValueError(f"--batch-size {settings.batch_size}: must be at least 1")
+        raise UserError(f"--batch-size {settings.batch_size}: must be at least 1")
 
     # 1. Check inputs before touching the folder. Every rank checks the same untouched folder, so all ranks
     #    fail together (a rank failing alone would leave the others waiting at the barrier)

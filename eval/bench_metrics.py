@@ -22,9 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402
 
-from diffinpaint.demo import demo_crops  # noqa: E402
-from diffinpaint.masks import box_holes, derive_seed  # noqa: E402
-from diffinpaint.metrics import box_squared_error, box_ssim  # noqa: E402
+from diffinpaint.data.demo import demo_crops  # noqa: E402
+from diffinpaint.data.masks import box_holes, derive_seed  # noqa: E402
+from diffinpaint.evaluation.metrics import box_squared_error, box_ssim  # noqa: E402
 
 SK = dict(channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
 
@@ -108,8 +108,8 @@ def main() -> int:
 
     fid = {}
     if args.fid_crops:
-        from diffinpaint.fid import InceptionFeatures
-        from diffinpaint.fid import WEIGHTS_NAMES
+        from diffinpaint.evaluation.fid import InceptionFeatures
+        from diffinpaint.evaluation.fid import WEIGHTS_NAMES
 
         sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
         from fid_weights import write_random_inception_weights

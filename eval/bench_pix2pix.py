@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))  # eval/machine.py
 from machine import machine_info  # noqa: E402
 from diffinpaint import train as tr  # noqa: E402
-from diffinpaint.masks import box_mask  # noqa: E402
+from diffinpaint.data.masks import box_mask  # noqa: E402
 from diffinpaint.pix2pix_nets import build_discriminator, build_generator, generator_input, init_weights  # noqa: E402
 
 

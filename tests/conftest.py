@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
-from diffinpaint.demo import make_demo_dataset
+from diffinpaint.data.demo import make_demo_dataset
 
 
 @pytest.fixture(scope="session")

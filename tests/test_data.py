@@ -9,8 +9,8 @@ from PIL import Image
 
 from diffinpaint.cli import main
 from diffinpaint.data import load_dataset
-from diffinpaint.demo import make_demo_dataset
-from diffinpaint.masks import box_mask, derive_seed, irregular_mask
+from diffinpaint.data.demo import make_demo_dataset
+from diffinpaint.data.masks import box_mask, derive_seed, irregular_mask
 
 
 def tree_bytes(root):

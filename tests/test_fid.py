@@ -9,7 +9,7 @@ import scipy.linalg
 import torch
 from PIL import Image
 
-from diffinpaint import fid as fidlib
+from diffinpaint.evaluation import fid as fidlib
 from diffinpaint.cli import main
 from diffinpaint.data import load_dataset
 from fid_weights import write_random_inception_weights
@@ -46,7 +46,7 @@ def test_kid_is_near_zero_for_the_same_distribution_and_positive_for_a_shift():
 @pytest.fixture(scope="module")
 def fid_data(tmp_path_factory):
     """9 real photos, one 16×16 hole each: few crops, because Inception runs at ~10 crops/s on 2 cores."""
-    from diffinpaint.demo import make_demo_dataset
+    from diffinpaint.data.demo import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("fid") / "data", size=48, crops_per_photo=1, holes=1,
                              hole_size=16, seed=3)

@@ -7,7 +7,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from diffinpaint.data import load_dataset
-from diffinpaint.metrics import (BoxSSIM, MaskedRMSE, MaskedSSIM, box_squared_error, box_ssim, masked_rmse,
+from diffinpaint.evaluation.metrics import (BoxSSIM, MaskedRMSE, MaskedSSIM, box_squared_error, box_ssim, masked_rmse,
                                  masked_squared_error, masked_ssim)
 
 SK = dict(channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)

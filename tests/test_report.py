@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from diffinpaint import report
+from diffinpaint.evaluation import report
 from diffinpaint.data import load_dataset
 
 try:  # tests/ is on sys.path under pytest's default import mode; a package layout needs the other spelling

@@ -11,7 +11,7 @@ from PIL import Image
 import slow_models
 from diffinpaint.cli import main
 from diffinpaint.data import load_dataset
-from diffinpaint.masks import derive_seed
+from diffinpaint.data.masks import derive_seed
 from diffinpaint.runner import composite
 
 slow_models.register()
@@ -197,7 +197,7 @@ def test_eval_names_the_stale_run_folder_and_the_fix(demo_small, tmp_path, capsy
 
 
 def test_mixed_sizes_are_batched_by_size_and_match_batch_size_one(tmp_path):
-    from diffinpaint.demo import make_demo_dataset
+    from diffinpaint.data.demo import make_demo_dataset
     from diffinpaint.runner import make_batches
 
     import shutil

@@ -19,14 +19,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sd_tiny import save_tiny_pipeline, save_tiny_vae  # noqa: E402
 
-from diffinpaint.imageops import resize_masks  # noqa: E402
+from diffinpaint.util.imageops import resize_masks  # noqa: E402
 from diffinpaint.models.sd import (  # noqa: E402
     Settings,
     StableDiffusionModel,
     build_clip_tokenizer,
     hole_crop_boxes,
 )
-from diffinpaint.prompts_io import available_prompt_sets, load_prompt_set  # noqa: E402
+from diffinpaint.models.sd.prompts import available_prompt_sets, load_prompt_set  # noqa: E402
 
 STEPS = 2
 

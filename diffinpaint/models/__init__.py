@@ -1,7 +1,9 @@
-"""Model registry: the one place a model name (as in `--models sd,pix2pix`) maps to its class.
+"""Model registry: the one place a model name (as in `--models sd,pix2pix`) maps to its code.
 
-Each model module defines a class with a `Settings` dataclass and a constructor
-`Model(settings, device)`. Imports are lazy so `diffinpaint eval --models telea` never imports diffusers.
+MODELS: models used as they are (classical, Stable Diffusion): each a class with a `Settings` dataclass and a
+constructor `Model(settings, device)`. TRAINED: models the toolkit trains: name -> the training class in the model's
+package (step.py); their inference class is models/trained.py's, one for all. Imports are lazy, so
+`diffinpaint eval --models telea` never imports diffusers, and inference never imports training code.
 """
 from __future__ import annotations
 
@@ -9,21 +11,41 @@ import dataclasses
 import importlib
 from typing import Any, Mapping
 
+from ..util.errors import UserError
 from .base import InpaintModel
 
 MODELS: dict[str, str] = {
     "telea": "diffinpaint.models.classical:TeleaModel",
     "ns": "diffinpaint.models.classical:NavierStokesModel",
-    "sd": "diffinpaint.models.sd:StableDiffusionModel",
-    "pix2pix": "diffinpaint.models.pix2pix:Pix2PixModel",
+    "sd": "diffinpaint.models.sd.pipeline:StableDiffusionModel",
+}
+TRAINED: dict[str, str] = {
+    "pix2pix": "diffinpaint.models.pix2pix.step:Pix2PixTraining",
+    "dmfn": "diffinpaint.models.dmfn.step:DMFNTraining",
+    "repaint": "diffinpaint.models.repaint.step:RePaintTraining",
 }
 
 
-def model_class(name: str) -> type[InpaintModel]:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    module_name, class_name = MODELS[name].split(":")
+def _import(target: str):
+    module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def model_class(name: str) -> type[InpaintModel]:
+    if name in TRAINED:
+        from .trained import trained_model_class
+
+        return trained_model_class(name)
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; choose from {', '.join([*MODELS, *TRAINED])}")
+    return _import(MODELS[name])
+
+
+def trainable_class(name: str):
+    """The training side of a trained model (imports diffinpaint.training: for `train` only)."""
+    if name not in TRAINED:
+        raise UserError(f"{name!r} is not trained by the toolkit; trainable models: {', '.join(TRAINED)}")
+    return _import(TRAINED[name])
 
 
 def settings_for(name: str, options: Mapping[str, Any]):
@@ -38,4 +60,5 @@ def build_model(name: str, options: Mapping[str, Any], device: str = "cpu") -> I
     return model_class(name)(settings_for(name, options), device=device)
 
 
-__all__ = ["InpaintModel", "MODELS", "model_class", "settings_for", "build_model"]
+__all__ = ["InpaintModel", "MODELS", "TRAINED", "model_class", "trainable_class", "settings_for",
+           "build_model"]

@@ -23,6 +23,9 @@ class InpaintModel:
     """
 
     name: str = "base"
+    # True for models that optimise at test time (DCGAN's latent search): the runner then does not wrap
+    # `inpaint` in torch.inference_mode(), which would forbid autograd
+    needs_grad: bool = False
 
     def inpaint(
         self,

@@ -26,6 +26,8 @@ class Predictor:
     needs_grad: ClassVar[bool] = False
     # the model's inference options (a dataclass; fields filled from the CLI); None when it has none
     Settings: ClassVar[type | None] = None
+    # inference settings that make a tiny checkpoint answer in seconds (the registry's contract test)
+    tiny: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Mapping[str, Any], nets: dict[str, nn.Module], settings: Any, device: torch.device):
         self.config, self.nets, self.settings, self.device = config, nets, settings, device

@@ -62,6 +62,11 @@ class TrainableModel:
     hole_choices: ClassVar[tuple[str, ...]] = ("dataset", "box", "thin", "medium", "thick")
     # EMA copies the trainer keeps (diffusers' EMAModel): network name -> decay; saved as <name>_ema
     ema: ClassVar[dict[str, float]] = {}
+    # own options that only say where to find things (e.g. a weights file): free to change on --resume
+    run_only: ClassVar[tuple[str, ...]] = ()
+    # options (shared and own) of a tiny configuration that trains in seconds on a CPU: the registry's contract
+    # test and `eval/bench_train.py --quick` use it, so a registered model is tested without further code
+    tiny: ClassVar[dict[str, Any]] = {}
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:

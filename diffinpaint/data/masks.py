@@ -7,26 +7,24 @@ LaMa ships no installable package.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from ..util.seeds import derive_seed  # noqa: F401  (re-exported: masks are seeded per image)
+from ..util.errors import UserError
+
 PROTOCOLS = ("box", "thin", "medium", "thick")
 
 
-def derive_seed(global_seed: int, key: str) -> int:
-    """A per-item seed from (global seed, item id): independent of order, batch size and process rank."""
-    digest = hashlib.sha256(f"{global_seed}:{key}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF  # fits numpy, cv2 and torch seeds
 
 
 def box_holes(height: int, width: int, n_holes: int, hole_size: int, rng: np.random.Generator
               ) -> list[tuple[int, int, int, int]]:
     """`n_holes` square holes (x, y, w, h) of side `hole_size`, uniformly placed inside the image (may overlap)."""
     if hole_size > min(height, width):
-        raise ValueError(f"hole size {hole_size} does not fit a {width}x{height} image; pass a smaller --hole-size")
+        raise UserError(f"hole size {hole_size} does not fit a {width}x{height} image; pass a smaller --hole-size")
     return [(int(rng.integers(0, width - hole_size + 1)), int(rng.integers(0, height - hole_size + 1)),
              hole_size, hole_size) for _ in range(n_holes)]
 
@@ -102,7 +100,7 @@ def _boxes(mask: np.ndarray, p: _Boxes, scale: float, rng: np.random.Generator) 
 def irregular_mask(height: int, width: int, protocol: str, rng: np.random.Generator) -> np.ndarray:
     """A LaMa-style free-form mask (bool H×W, True = hole); never empty."""
     if protocol not in _LAMA:
-        raise ValueError(f"unknown mask protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        raise UserError(f"unknown mask protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     strokes, boxes, p_boxes = _LAMA[protocol]
     scale = min(height, width) / 256.0
     mask = np.zeros((height, width), dtype=np.uint8)
@@ -113,55 +111,3 @@ def irregular_mask(height: int, width: int, protocol: str, rng: np.random.Genera
             _strokes(mask, strokes, scale, rng)
     return mask.astype(bool)
 
-
-def write_masks(root, protocol: str, *, seed: int = 0, holes: int = 2, hole_size: int = 75,
-                fmt: str | None = None, replace: bool = False) -> str:
-    """Give a dataset folder a mask source: box holes (masks.csv by default) or irregular mask PNGs (masks/).
-
-    Each image's holes come from (seed, image id). Returns the path written (relative to the dataset)."""
-    import csv
-    import io
-    import shutil
-    from pathlib import Path
-
-    from .data import discover_images
-    from .runner import atomic_write_bytes, atomic_write_text, png_bytes
-
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"--protocol {protocol}: choose from {', '.join(PROTOCOLS)}")
-    fmt = fmt or ("csv" if protocol == "box" else "png")
-    if fmt == "csv" and protocol != "box":
-        raise ValueError(f"--protocol {protocol} makes free-form masks, which masks.csv cannot hold; use --format png")
-    root = Path(root)
-    samples = discover_images(root)  # validates the images first; nothing is written on a problem
-    existing = [p for p in (root / "masks.csv", root / "masks") if p.exists()]
-    if existing and not replace:
-        raise ValueError(f"{root} already has {existing[0].name}; pass --replace to overwrite its mask source")
-    masks = {}
-    for s in samples:
-        rng = np.random.default_rng(derive_seed(seed, s.image_id))
-        if protocol == "box":
-            try:
-                masks[s.image_id] = box_holes(s.height, s.width, holes, hole_size, rng)
-            except ValueError as err:
-                raise ValueError(f"images/{s.image_id}: {err}") from None
-        else:
-            masks[s.image_id] = irregular_mask(s.height, s.width, protocol, rng)
-    for path in existing:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["image", "x", "y", "width", "height"])
-        for image_id, boxes in masks.items():
-            writer.writerows((image_id, *box) for box in boxes)
-        atomic_write_text(root / "masks.csv", buffer.getvalue())
-        return "masks.csv"
-    for s in samples:
-        mask = masks[s.image_id]
-        if isinstance(mask, list):
-            mask = boxes_to_mask(s.height, s.width, mask)
-        path = root / "masks" / s.output_relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, png_bytes(mask.astype(np.uint8) * 255))
-    return "masks/"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Sequence
+from ...util.errors import UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,7 +46,7 @@ class PromptSet:
     def for_label(self, label: str | None) -> tuple[str, str]:
         """(prompt, negative_prompt) for one image."""
         if self.uses_label and not label:
-            raise ValueError(f"prompt set {self.source} uses {{label}} but an image has no label")
+            raise UserError(f"prompt set {self.source} uses {{label}} but an image has no label")
         return (self.prompt.replace("{label}", label or ""), self.negative_prompt.replace("{label}", label or ""))
 
     def check_labels(self, labels: Sequence[str | None]) -> None:
@@ -54,7 +55,7 @@ class PromptSet:
             return
         missing = sum(1 for label in labels if not label)
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"prompt set {self.source} uses {{label}}, but {missing} of {len(labels)} images have no label; "
                 "put them in subfolders (DATA/images/<label>/...) or use --prompt-set natural"
             )
@@ -83,35 +84,35 @@ def load_prompt_set(name_or_path: str | Path) -> PromptSet:
     if looks_like_path:
         path = Path(text_arg).expanduser()
         if not path.is_file():
-            raise ValueError(f"prompt set file {path} not found; pass an existing .toml file or one of: "
+            raise UserError(f"prompt set file {path} not found; pass an existing .toml file or one of: "
                              f"{', '.join(available_prompt_sets())}")
         name, source, raw = path.stem, str(path), path.read_bytes()
     else:
         resource = files(PACKAGE) / f"{text_arg}.toml"
         if not resource.is_file():
-            raise ValueError(f"unknown prompt set {text_arg!r}; choose one of {', '.join(available_prompt_sets())} "
+            raise UserError(f"unknown prompt set {text_arg!r}; choose one of {', '.join(available_prompt_sets())} "
                              "or pass a path to a .toml file")
         name, source, raw = text_arg, f"{PACKAGE}/{text_arg}.toml", resource.read_bytes()
 
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"prompt set {source} is not valid TOML: {str(e).splitlines()[0]}") from None
+        raise UserError(f"prompt set {source} is not valid TOML: {str(e).splitlines()[0]}") from None
     unknown = set(data) - _KEYS
     if unknown:
-        raise ValueError(f"prompt set {source} has unknown keys {sorted(unknown)}; allowed: {sorted(_KEYS)}")
+        raise UserError(f"prompt set {source} has unknown keys {sorted(unknown)}; allowed: {sorted(_KEYS)}")
     if not isinstance(data.get("prompt"), str):
-        raise ValueError(f"prompt set {source} needs a string `prompt = \"...\"` (may be empty)")
+        raise UserError(f"prompt set {source} needs a string `prompt = \"...\"` (may be empty)")
     for key in ("negative_prompt", "description"):
         if not isinstance(data.get(key, ""), str):
-            raise ValueError(f"prompt set {source}: `{key}` must be a string")
+            raise UserError(f"prompt set {source}: `{key}` must be a string")
     for key in ("prompt", "negative_prompt"):
         try:
             bad = _placeholders(data.get(key, "")) - _PLACEHOLDERS
         except ValueError as e:  # unbalanced braces
-            raise ValueError(f"prompt set {source}: `{key}` has a malformed placeholder ({e})") from None
+            raise UserError(f"prompt set {source}: `{key}` has a malformed placeholder ({e})") from None
         if bad:
-            raise ValueError(f"prompt set {source}: `{key}` uses unknown placeholder(s) "
+            raise UserError(f"prompt set {source}: `{key}` uses unknown placeholder(s) "
                              f"{', '.join('{' + b + '}' for b in sorted(bad))}; only {{label}} is supported")
     return PromptSet(name=name, source=source, prompt=data["prompt"],
                      negative_prompt=data.get("negative_prompt", ""), description=data.get("description", ""))

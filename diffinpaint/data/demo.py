@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .masks import box_holes, derive_seed
-from .runner import atomic_write_bytes, atomic_write_text, png_bytes
+from ..util.files import atomic_write_bytes, atomic_write_text, png_bytes
+from ..util.seeds import derive_seed
+from .masks import box_holes
+from ..util.errors import UserError
 
 # skimage.data file -> label (the noun a prompt like "Real image of a {label}" needs)
 PHOTOS = {
@@ -60,9 +62,9 @@ def make_demo_dataset(out: str | Path, *, size: int = 256, crops_per_photo: int 
                       hole_size: int = 75, seed: int = 0) -> Path:
     out = Path(out)
     if not 0 < hole_size <= size:
-        raise ValueError(f"--hole-size {hole_size} does not fit --size {size}; choose a hole size from 1 to {size}")
+        raise UserError(f"--hole-size {hole_size} does not fit --size {size}; choose a hole size from 1 to {size}")
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not empty; choose a new --out folder")
+        raise UserError(f"{out} exists and is not empty; choose a new --out folder")
     rows = []
     for label, stem, crop in demo_crops(size, crops_per_photo):
         image_id = f"{label}/{stem}.png"

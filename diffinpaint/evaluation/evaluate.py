@@ -25,12 +25,14 @@ import numpy as np
 import torch
 
 from . import fid as fidlib
-from .data import Dataset, Sample, load_rgb
+from ..data import Dataset, Sample, load_rgb
 from .metrics import box_squared_error, box_ssim, masked_squared_error, masked_ssim
-from .models import build_model, model_class
+from ..models import build_model, model_class
 from .metrics import RADIUS
-from .runner import (RunSettings, SettingsChanged, atomic_write_text, library_versions, model_device,
-                     process_state, run, toml_safe)
+from ..util.files import atomic_write_text
+from ..runner import (RunSettings, SettingsChanged, library_versions, model_device,
+                      process_state, run, toml_safe)
+from ..util.errors import UserError
 
 # Below this many crops per side the 2048×2048 covariance is rank-deficient and FID is dominated by bias;
 # KID is unbiased and is the number to compare then.
@@ -168,14 +170,14 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
     for name in settings.models:
         model_class(name)
     if len(set(settings.models)) != len(settings.models):
-        raise ValueError(f"--models {','.join(settings.models)}: a model is named twice")
+        raise UserError(f"--models {','.join(settings.models)}: a model is named twice")
     if settings.run.feather:
-        raise ValueError(f"--feather {settings.run.feather} blends the ground truth into the scored holes and would "
+        raise UserError(f"--feather {settings.run.feather} blends the ground truth into the scored holes and would "
                          "inflate every score; use --feather with `diffinpaint run` only")
     window = 2 * RADIUS + 1
     small = [s.image_id for s in dataset.samples if any(w < window or h < window for *_, w, h in s.boxes)]
     if small:
-        raise ValueError(f"masks.csv: {len(small)} image(s) have holes smaller than SSIM's {window}x{window} window "
+        raise UserError(f"masks.csv: {len(small)} image(s) have holes smaller than SSIM's {window}x{window} window "
                          f"(first: images/{small[0]}); make the holes at least {window} pixels wide and high")
     device = model_device(state, settings.run.device)
     extractor = None
@@ -194,7 +196,7 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
         try:
             run(model, dataset, run_dirs[name], settings.run, state=state, log=log)
         except SettingsChanged as err:  # e.g. a retrained checkpoint: say how to redo this model's run
-            raise ValueError(f"{err.out_dir} holds {name} outputs made with other settings ({err.details}); "
+            raise UserError(f"{err.out_dir} holds {name} outputs made with other settings ({err.details}); "
                              f"delete that folder to redo {name}, or pass --runs with a new folder") from None
 
     # 3. Score: each process its shard, rows gathered as objects (no padded duplicates)

@@ -24,6 +24,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, ImageOps
 
+from .masks import boxes_to_mask
+from ..util.errors import UserError
+
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
 CSV_COLUMNS = ["image", "x", "y", "width", "height"]
 # PIL's own decompression-bomb threshold; an image beyond it is refused before it is decoded
@@ -51,7 +54,7 @@ def printable(text: str) -> str:
                    for ch in text)
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     def __init__(self, root: Path, problems: list[Problem]):
         self.root = root
         self.problems = problems
@@ -92,8 +95,6 @@ class Sample:
         """H×W bool, True = hole."""
         if self.mask_path is not None:
             return load_mask_png(self.mask_path, self.max_pixels)
-        from .masks import boxes_to_mask
-
         return boxes_to_mask(self.height, self.width, self.boxes)
 
 
@@ -144,7 +145,7 @@ def _open_upright(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     finally:
         Image.MAX_IMAGE_PIXELS = pil_limit
     if image.width * image.height > max_pixels:
-        raise ValueError(
+        raise UserError(
             f"{image.width}x{image.height} pixels is over the limit of {max_pixels} (decompression bomb?); "
             "shrink the image or raise --max-pixels"
         )
@@ -307,7 +308,7 @@ def _discover_images(root: Path, images_dir: Path, problems: list[Problem], max_
         outputs[output_key] = image_id
         try:
             if path.stat().st_size == 0:
-                raise ValueError("empty (0-byte) file")
+                raise UserError("empty (0-byte) file")
             upright = _open_upright(path, max_pixels)
         except Image.DecompressionBombError as err:
             problems.append(Problem(shown, f"refused as a decompression bomb ({err}); shrink it or remove it",
@@ -439,7 +440,7 @@ def _attach_mask_pngs(root: Path, masks_dir: Path, samples: dict[str, Sample], p
             continue
         try:
             if path.stat().st_size == 0:
-                raise ValueError("empty (0-byte) file")
+                raise UserError("empty (0-byte) file")
             mask = load_mask_png(path, sample.max_pixels)
         except Exception as err:
             problems.append(Problem(shown, f"cannot be read as an image ({str(err).splitlines()[0]}); "

@@ -15,6 +15,7 @@ import math
 
 import torch
 from torch import nn
+from ...util.errors import UserError
 
 IMAGE_CHANNELS = 3
 INPUT_CHANNELS = IMAGE_CHANNELS + 1  # masked image + mask
@@ -25,7 +26,7 @@ def unet_depth(size: int) -> int:
     """Number of down levels for a square input of `size` px: log2(size) (unet_128 = 7, unet_256 = 8), so the
     innermost feature map is 1x1 as in the reference."""
     if size < MIN_SIZE or size & (size - 1):
-        raise ValueError(f"--size {size} is not supported; pass a power of two >= {MIN_SIZE} (e.g. 64, 128, 256)")
+        raise UserError(f"--size {size} is not supported; pass a power of two >= {MIN_SIZE} (e.g. 64, 128, 256)")
     return int(math.log2(size))
 
 
@@ -152,3 +153,12 @@ def generator_input(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     HOLE_FILL, then the mask."""
     scaled = images * 2.0 - 1.0
     return torch.cat([scaled * (1.0 - masks) + HOLE_FILL * masks, masks], 1)
+
+
+def build_network(config, name: str) -> nn.Module:
+    """The network `name` of a checkpoint, from its flat training config (weights loaded by the caller)."""
+    if name == "generator":
+        return build_generator(int(config["size"]), int(config["ngf"]), bool(config["dropout"]))
+    if name == "discriminator":
+        return build_discriminator(int(config["ndf"]), int(config["n_layers_d"]))
+    raise KeyError(f"pix2pix has no network {name!r}")

@@ -24,6 +24,7 @@ from unittest import mock
 import numpy as np
 import torch
 from PIL import Image
+from ..util.errors import UserError
 
 WEIGHTS_NAMES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
 EXTRACTOR = "torch-fidelity FeatureExtractorInceptionV3 feature 2048 (pool3)"
@@ -48,7 +49,7 @@ def _find_weights(weights: str | Path | None) -> Path:
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
-            raise ValueError(f"--fid-weights {path}: no such file; pass the path of "
+            raise UserError(f"--fid-weights {path}: no such file; pass the path of "
                              f"{WEIGHTS_NAMES[0]} (or leave it out to report FID as missing)")
         return path
     hub = Path(torch.hub.get_dir()) / "checkpoints"
@@ -77,13 +78,13 @@ class InceptionFeatures:
         try:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise ValueError(f"--fid-weights {path}: not a plain PyTorch state dict ({str(err).splitlines()[0]}); "
+            raise UserError(f"--fid-weights {path}: not a plain PyTorch state dict ({str(err).splitlines()[0]}); "
                              f"pass {WEIGHTS_NAMES[0]}") from None
         with mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: state_dict):
             try:
                 self.model = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
             except RuntimeError as err:
-                raise ValueError(f"--fid-weights {path}: not the FID Inception-v3 weights "
+                raise UserError(f"--fid-weights {path}: not the FID Inception-v3 weights "
                                  f"({str(err).splitlines()[0][:120]}); pass {WEIGHTS_NAMES[0]}") from None
         self.model.to(device)
         self.device = device
@@ -172,7 +173,7 @@ def default_cache_dir() -> Path:
 def cached_features(cache_dir: Path, key: str, compute) -> torch.Tensor:
     from safetensors.torch import load_file, save
 
-    from .runner import atomic_write_bytes
+    from ..util.files import atomic_write_bytes
 
     path = Path(cache_dir) / f"gt-{key}.safetensors"
     if path.is_file():

@@ -29,12 +29,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..prompts_io import PromptSet, load_prompt_set
-from ..imageops import resize_images, resize_masks
-from .base import InpaintModel
+from .prompts import PromptSet, load_prompt_set
+from ...util.imageops import resize_images, resize_masks
+from ..base import InpaintModel
+from ...util.errors import UserError
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "sd15_inpainting"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "sd15_inpainting"
 
 # --scheduler NAME -> diffusers class. Swapped in with from_config(checkpoint's scheduler config), so the
 # checkpoint's beta schedule and prediction type are kept.
@@ -115,14 +116,14 @@ class StableDiffusionModel(InpaintModel):
         unet = getattr(pipeline, "unet", None)
         if unet is None or unet.config.in_channels != 9:
             got = "no UNet" if unet is None else f"a UNet with {unet.config.in_channels} input channels"
-            raise ValueError(f"--sd-model {s.sd_model}: not an inpainting checkpoint ({type(pipeline).__name__} with "
+            raise UserError(f"--sd-model {s.sd_model}: not an inpainting checkpoint ({type(pipeline).__name__} with "
                              f"{got}; need 9 = latents + mask + masked image), e.g. {DEFAULT_MODEL}")
         self.pipe = pipeline
         # 3. Optional parts and speed options
         _apply_options(self.pipe, s, self.device, self.dtype)
         self.resolution = s.resolution or unet.config.sample_size * self.pipe.vae_scale_factor
         if self.resolution % 8:
-            raise ValueError(f"--resolution {self.resolution}: must be a multiple of 8 (the VAE's downsampling)")
+            raise UserError(f"--resolution {self.resolution}: must be a multiple of 8 (the VAE's downsampling)")
         self.pipe.set_progress_bar_config(disable=True)
 
     # ------------------------------------------------------------------ CLI
@@ -307,12 +308,12 @@ def resolve_checkpoint(sd_model: str) -> tuple[str, dict[str, Any]]:
     path = Path(sd_model).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise ValueError(f"--sd-model {sd_model}: folder has no model_index.json; point at a diffusers "
+            raise UserError(f"--sd-model {sd_model}: folder has no model_index.json; point at a diffusers "
                              "pipeline folder (as written by save_pretrained / huggingface-cli download)")
         return str(path.resolve()), {"sd_model": sd_model, "sd_model_path": str(path.resolve()),
                                      "weights_fingerprint": weights_fingerprint(path)}
     if sd_model.startswith((".", "/", "~")) or sd_model.count("/") > 1 or path.exists():
-        raise ValueError(f"--sd-model {sd_model}: no such folder (a hub id looks like owner/name)")
+        raise UserError(f"--sd-model {sd_model}: no such folder (a hub id looks like owner/name)")
 
     from diffusers import DiffusionPipeline
 
@@ -322,10 +323,10 @@ def resolve_checkpoint(sd_model: str) -> tuple[str, dict[str, Any]]:
     except Exception as e:  # hub / cache errors come in many classes; the user needs one line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if offline:
-            raise ValueError(f"--sd-model {sd_model}: not in the Hugging Face cache and HF_HUB_OFFLINE=1; download "
+            raise UserError(f"--sd-model {sd_model}: not in the Hugging Face cache and HF_HUB_OFFLINE=1; download "
                              f"it once online (huggingface-cli download {sd_model}) or pass a local pipeline folder "
                              "with --sd-model DIR") from None
-        raise ValueError(f"--sd-model {sd_model}: cannot load from the hub ({first}); check the id, or pass a "
+        raise UserError(f"--sd-model {sd_model}: cannot load from the hub ({first}); check the id, or pass a "
                          "local pipeline folder with --sd-model DIR") from None
     folder = Path(folder)
     revision = folder.name if folder.parent.name == "snapshots" else "unknown"
@@ -362,7 +363,7 @@ def _load_pipeline(folder: str, dtype: torch.dtype):
             return AutoPipelineForInpainting.from_pretrained(folder, **kwargs)
         except (OSError, ValueError, EnvironmentError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"--sd-model {folder}: cannot load the pipeline ({first}); note only safetensors "
+            raise UserError(f"--sd-model {folder}: cannot load the pipeline ({first}); note only safetensors "
                              "weights are loaded") from None
 
 
@@ -396,43 +397,43 @@ def _dtype_kwarg() -> str:
 def _check_settings(s: Settings, device: str) -> None:
     cuda = device.startswith("cuda")
     if s.steps < 1:
-        raise ValueError(f"--steps {s.steps}: must be at least 1")
+        raise UserError(f"--steps {s.steps}: must be at least 1")
     if not 0 < s.strength <= 1:
-        raise ValueError(f"--strength {s.strength}: must be in (0, 1]")
+        raise UserError(f"--strength {s.strength}: must be in (0, 1]")
     if int(s.steps * s.strength) < 1:
-        raise ValueError(f"--steps {s.steps} x --strength {s.strength} leaves no denoising step; raise one of them")
+        raise UserError(f"--steps {s.steps} x --strength {s.strength} leaves no denoising step; raise one of them")
     if s.guidance < 0:
-        raise ValueError(f"--guidance {s.guidance}: must be >= 0 (values <= 1 disable classifier-free guidance)")
+        raise UserError(f"--guidance {s.guidance}: must be >= 0 (values <= 1 disable classifier-free guidance)")
     if s.scheduler is not None and s.scheduler not in SCHEDULERS:
-        raise ValueError(f"--scheduler {s.scheduler}: choose one of {', '.join(SCHEDULERS)}")
+        raise UserError(f"--scheduler {s.scheduler}: choose one of {', '.join(SCHEDULERS)}")
     if s.dtype is not None and s.dtype not in DTYPES:
-        raise ValueError(f"--dtype {s.dtype}: choose one of {', '.join(DTYPES)}")
+        raise UserError(f"--dtype {s.dtype}: choose one of {', '.join(DTYPES)}")
     if s.dtype == "fp16" and not cuda:
-        raise ValueError(f"--dtype fp16 on {device}: half-precision convolutions need CUDA; use bf16 or fp32")
+        raise UserError(f"--dtype fp16 on {device}: half-precision convolutions need CUDA; use bf16 or fp32")
     if s.region not in ("full", "crop"):
-        raise ValueError(f"--region {s.region}: choose full or crop")
+        raise UserError(f"--region {s.region}: choose full or crop")
     if s.crop_margin < 0:
-        raise ValueError(f"--crop-margin {s.crop_margin}: must be >= 0")
+        raise UserError(f"--crop-margin {s.crop_margin}: must be >= 0")
     if s.resolution is not None and (s.resolution < 64 or s.resolution % 8):
-        raise ValueError(f"--resolution {s.resolution}: must be a multiple of 8, at least 64")
+        raise UserError(f"--resolution {s.resolution}: must be a multiple of 8, at least 64")
     if s.attention not in ("sdpa", "xformers"):
-        raise ValueError(f"--attention {s.attention}: choose sdpa or xformers")
+        raise UserError(f"--attention {s.attention}: choose sdpa or xformers")
     if s.attention == "xformers":
         if not cuda:
-            raise ValueError(f"--attention xformers needs a CUDA device (got --device {device}); use sdpa")
+            raise UserError(f"--attention xformers needs a CUDA device (got --device {device}); use sdpa")
         try:
             import xformers  # noqa: F401
         except ImportError:
-            raise ValueError("--attention xformers: xformers is not installed "
+            raise UserError("--attention xformers: xformers is not installed "
                              "(pip install 'diffinpaint[xformers]'); or use --attention sdpa") from None
     if s.cpu_offload and not cuda:
-        raise ValueError(f"--cpu-offload moves components to a GPU while they run; it needs a CUDA device, "
+        raise UserError(f"--cpu-offload moves components to a GPU while they run; it needs a CUDA device, "
                          f"got --device {device}")
     if s.lcm_lora:
         try:
             import peft  # noqa: F401
         except ImportError:
-            raise ValueError("--lcm-lora needs the peft package (pip install peft)") from None
+            raise UserError("--lcm-lora needs the peft package (pip install peft)") from None
 
 
 def _apply_options(pipe, s: Settings, device: str, dtype: torch.dtype) -> None:
@@ -445,13 +446,13 @@ def _apply_options(pipe, s: Settings, device: str, dtype: torch.dtype) -> None:
             pipe.vae = AutoencoderTiny.from_pretrained(_local_or_hub(s.tiny_vae, "--tiny-vae"), use_safetensors=True,
                                                        **{_dtype_kwarg(): dtype})
         except (OSError, ValueError) as e:
-            raise ValueError(f"--tiny-vae {s.tiny_vae}: cannot load an AutoencoderTiny "
+            raise UserError(f"--tiny-vae {s.tiny_vae}: cannot load an AutoencoderTiny "
                              f"({str(e).strip().splitlines()[0]})") from None
     if s.lcm_lora:
         try:
             pipe.load_lora_weights(_local_or_hub(s.lcm_lora, "--lcm-lora"), use_safetensors=True)
         except (OSError, ValueError) as e:
-            raise ValueError(f"--lcm-lora {s.lcm_lora}: cannot load LoRA weights "
+            raise UserError(f"--lcm-lora {s.lcm_lora}: cannot load LoRA weights "
                              f"({str(e).strip().splitlines()[0]})") from None
         pipe.fuse_lora()
     name = "lcm" if s.lcm_lora and s.scheduler is None else s.scheduler
@@ -479,7 +480,7 @@ def _local_or_hub(ref: str, option: str) -> str:
     try:
         return snapshot_download(ref, local_files_only=_offline())
     except Exception:
-        raise ValueError(f"{option} {ref}: not a folder and not available from the Hugging Face "
+        raise UserError(f"{option} {ref}: not a folder and not available from the Hugging Face "
                          f"{'cache (HF_HUB_OFFLINE=1)' if _offline() else 'hub'}; pass a local folder") from None
 
 

@@ -33,7 +33,8 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from .runner import atomic_write_text
+from ..util.files import atomic_write_text
+from ..util.errors import UserError
 
 N_RESAMPLES = 2000  # bootstrap resamples; the CI bounds move by well under 1% of their width beyond this
 BOOTSTRAP_SEED = 0  # fixed, so the same eval folder always gives the same page
@@ -95,7 +96,7 @@ def read_eval_folder(eval_dir: Path) -> EvalFolder:
     eval_dir = Path(eval_dir)
     per_image = eval_dir / "per_image.csv"
     if not per_image.is_file():
-        raise ValueError(f"{per_image} is missing; run `diffinpaint eval ... --out {eval_dir}` first")
+        raise UserError(f"{per_image} is missing; run `diffinpaint eval ... --out {eval_dir}` first")
     config, summary = {}, []
     try:
         if (eval_dir / "config.toml").is_file():
@@ -103,14 +104,14 @@ def read_eval_folder(eval_dir: Path) -> EvalFolder:
         if (eval_dir / "summary.json").is_file():
             summary = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8"))
     except ValueError as err:  # TOMLDecodeError, JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{eval_dir}: config.toml or summary.json cannot be parsed ({err}); "
+        raise UserError(f"{eval_dir}: config.toml or summary.json cannot be parsed ({err}); "
                          "rerun `diffinpaint eval` to rewrite them") from None
 
     with open(per_image, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = {"model", "image", "rmse", "ssim"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{per_image} lacks column(s) {', '.join(sorted(missing))}; "
+            raise UserError(f"{per_image} lacks column(s) {', '.join(sorted(missing))}; "
                              "rerun `diffinpaint eval` to rewrite it")
         has_pixel_counts = "n_hole_pixels" in (reader.fieldnames or [])
         rows = [ImageRow(model=r["model"], image=r["image"], label=r.get("label") or "",
@@ -119,7 +120,7 @@ def read_eval_folder(eval_dir: Path) -> EvalFolder:
                          n_hole_pixels=_float(r["n_hole_pixels"]) if has_pixel_counts else None)
                 for r in reader]
     if not rows:
-        raise ValueError(f"{per_image} has no rows; rerun `diffinpaint eval`")
+        raise UserError(f"{per_image} has no rows; rerun `diffinpaint eval`")
 
     models = [m for m in config.get("models", []) if any(r.model == m for r in rows)]
     models += sorted({r.model for r in rows} - set(models))
@@ -521,7 +522,7 @@ def write_report(eval_dir: Path, *, max_grid_images: int = 24, n_worst: int = 5)
     if data is None:
         ev.notes.append("config.toml names no dataset (data = ...), so there are no image grids.")
     else:
-        from .data import DEFAULT_MAX_PIXELS, load_dataset
+        from ..data import DEFAULT_MAX_PIXELS, load_dataset
         data_path = Path(data) if Path(data).is_absolute() else eval_dir / data
         try:
             max_pixels = int(ev.config.get("max_pixels", DEFAULT_MAX_PIXELS))  # the limit eval ran under

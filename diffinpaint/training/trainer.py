@@ -1,0 +1,467 @@
+"""The one trainer: `diffinpaint train NAME` for every trainable model in the registry.
+
+A model supplies its networks, optimisers and one training step (training/protocol.py); this file owns, once:
+accelerate (processes, mixed precision), the RNG as a function of (seed, step, rank), data order, flips, holes,
+the LR schedule, EMA copies, the NaN/inf stop, log.jsonl, sample grids, trackers, checkpoints, --resume,
+--dry-run and --stop-at.
+
+One process (CPU or one GPU):
+    diffinpaint train pix2pix --data DATA --out runs/p2p --steps 2000
+Several GPUs (one process each; --batch-size is per process):
+    accelerate launch --multi_gpu --num_processes 4 -m diffinpaint train deepfill --data DATA --out runs/df
+Continue an interrupted run:
+    diffinpaint train pix2pix --data DATA --out runs/p2p --resume
+
+Reproducibility: every random choice is a function of (seed, step, rank) (training/data.py), and torch's RNG is
+re-seeded from (seed, step, rank) before each step, so a resumed run draws exactly what the uninterrupted run
+would have drawn, with no RNG state in the checkpoint. --resume refuses any change of an option that shapes the
+weights or the random stream, naming it; --steps may only change when the LR schedule is constant (with a
+decaying LR a new --steps would move the schedule under the run: the LR would jump back up).
+
+Training folder (DESIGN.md contract):
+    OUT/checkpoints/step_N/    training/checkpoints.py
+    OUT/samples/step_N.png     rows of masked input | output | target, networks in eval mode
+    OUT/log.jsonl              losses and learning rate per step
+    OUT/training_set.json      content fingerprints of every training image (eval's leakage check)
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..util.checkpoint import checkpoint_dirs
+from ..util.errors import UserError
+from ..util.files import atomic_write_bytes, atomic_write_text, png_bytes, write_json
+from ..util.seeds import stream_seed
+from .checkpoints import (load_training_state, prune_checkpoints, remove_leftovers, optimizer_from_safetensors,
+                          save_checkpoint)
+from .config import RUN_ONLY, TrainConfig
+from .data import TOOLKIT_HOLES, StepBatches, TrainingImages, training_samples, training_set_record
+from .protocol import Batch, TrainableModel
+from .setup import prepare_model
+
+REPORT_TO = ("none", "tensorboard", "wandb")
+# what a training folder holds before its first checkpoint (a run killed early may be started again)
+OWN_FILES = {"checkpoints", "samples", "log.jsonl", "training_set.json", "trackers"}
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser, model_cls: type[TrainableModel]) -> None:
+    """The shared options with this model's defaults, then the model's own options."""
+    d = dataclasses.replace(TrainConfig(), **model_cls.defaults)
+    shared = parser.add_argument_group("training options (every model)")
+    shared.add_argument("--data", required=True, help="dataset folder (images/; masks.csv or masks/ for --holes "
+                        "dataset)")
+    shared.add_argument("--out", required=True, help="training folder for checkpoints, samples and the log")
+    shared.add_argument("--size", type=int, default=d.size, help=f"training resolution (default {d.size})")
+    shared.add_argument("--steps", type=int, default=d.steps, help=f"total optimiser steps (default {d.steps})")
+    shared.add_argument("--batch-size", type=int, default=d.batch_size, help=f"per process (default {d.batch_size})")
+    shared.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
+    shared.add_argument("--decay-start", type=float, default=d.decay_start,
+                        help=f"fraction of --steps before the LR decays linearly to 0 (default {d.decay_start}; "
+                             "1 = constant)")
+    shared.add_argument("--holes", choices=model_cls.hole_choices, default=d.holes,
+                        help=f"where training holes come from (default {d.holes}): dataset = the dataset's masks; "
+                             "box = two 75x75 at 256 px, thin/medium/thick = LaMa strokes, generated per sample")
+    shared.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flips")
+    shared.add_argument("--sample-every", type=int, default=d.sample_every, help="steps between sample grids")
+    shared.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
+    shared.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints,
+                        help=f"newest checkpoints to keep (default {d.keep_checkpoints}; 0 = all)")
+    shared.add_argument("--seed", type=int, default=d.seed)
+    shared.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes (default 0)")
+    shared.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
+    shared.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=d.mixed_precision)
+    shared.add_argument("--report-to", choices=REPORT_TO, default=d.report_to,
+                        help="log losses, LR and sample grids to tensorboard or wandb (default none)")
+    shared.add_argument("--stop-at", type=int, default=None,
+                        help="end this invocation after this step, writing a checkpoint (continue with --resume)")
+    shared.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    shared.add_argument("--dry-run", action="store_true", help="print the configuration, networks and parameter "
+                        "counts, then exit")
+    model_cls.add_arguments(parser.add_argument_group(f"{model_cls.name} options"))
+
+
+def configs_from_options(model_cls: type[TrainableModel], options: dict[str, Any]) -> tuple[TrainConfig, Any]:
+    """(shared TrainConfig, model Options) from a flat mapping (the CLI namespace); defaults where absent."""
+    shared = {f.name for f in dataclasses.fields(TrainConfig)}
+    own = {f.name for f in dataclasses.fields(model_cls.Options)}
+    cfg = dataclasses.replace(TrainConfig(), **model_cls.defaults)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in options.items() if k in shared and k != "model"},
+                              model=model_cls.name)
+    opts = model_cls.Options(**{k: v for k, v in options.items() if k in own})
+    return cfg, opts
+
+
+def check_config(cfg: TrainConfig, model: TrainableModel) -> None:
+    positive = {"--size": cfg.size, "--steps": cfg.steps, "--batch-size": cfg.batch_size,
+                "--sample-every": cfg.sample_every, "--checkpoint-every": cfg.checkpoint_every}
+    for flag, value in positive.items():
+        if value < 1:
+            raise UserError(f"{flag} {value} must be at least 1")
+    if not cfg.lr > 0:
+        raise UserError(f"--lr {cfg.lr} must be positive")
+    if not 0.0 <= cfg.decay_start <= 1.0:
+        raise UserError(f"--decay-start {cfg.decay_start} must be a fraction between 0 and 1")
+    if cfg.stop_at is not None and cfg.stop_at < 1:
+        raise UserError(f"--stop-at {cfg.stop_at} must be at least 1")
+    if cfg.workers < 0 or cfg.keep_checkpoints < 0:
+        raise UserError("--workers and --keep-checkpoints must be >= 0")
+    if cfg.holes not in model.hole_choices:
+        raise UserError(f"--holes {cfg.holes!r} is not available for {model.name}; choose from "
+                        f"{', '.join(model.hole_choices)}")
+    if cfg.report_to not in REPORT_TO:
+        raise UserError(f"--report-to {cfg.report_to!r}; choose from {', '.join(REPORT_TO)}")
+    if cfg.report_to != "none":
+        import importlib.util
+
+        package = "tensorboard" if cfg.report_to == "tensorboard" else "wandb"
+        if importlib.util.find_spec(package) is None:
+            raise UserError(f"--report-to {cfg.report_to} needs the {package} package: "
+                            f"pip install 'diffinpaint[{package}]'")
+    model.check()
+
+
+def flat_config(cfg: TrainConfig, opts) -> dict[str, Any]:
+    """config.json: one flat mapping, shared options first; `model` names the package that reads it."""
+    return {**dataclasses.asdict(cfg), **dataclasses.asdict(opts)}
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..models import trainable_class
+
+    model_cls = trainable_class(args.train_verb)
+    cfg, opts = configs_from_options(model_cls, vars(args))
+    try:
+        train(model_cls, cfg, opts)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def train_from_options(name: str, options: dict[str, Any]) -> Path | None:
+    """Library entry point: `train_from_options("pix2pix", {"data": ..., "out": ..., "steps": 10})`."""
+    from ..models import trainable_class
+
+    model_cls = trainable_class(name)
+    cfg, opts = configs_from_options(model_cls, options)
+    return train(model_cls, cfg, opts)
+
+
+# ---------------------------------------------------------------------------------------------------- pieces
+
+
+def lr_factor(step: int, steps: int, decay_start: float) -> float:
+    """Constant, then linear decay (the pix2pix reference's 'linear' policy counted in steps instead of epochs);
+    decay_start 1 = constant."""
+    start = int(round(decay_start * steps))
+    return 1.0 - max(0, step - start) / float(steps - start + 1)
+
+
+def parameter_counts(nets: dict[str, torch.nn.Module]) -> dict[str, int]:
+    return {name: sum(p.numel() for p in net.parameters()) for name, net in nets.items()}
+
+
+def describe(model: TrainableModel, nets: dict[str, torch.nn.Module], n_images: int, processes: int = 1) -> str:
+    cfg = model.cfg
+    lines = [f"{model.name} training on {n_images} images from {cfg.data} -> {cfg.out}"]
+    lines += [f"  {k}: {v}" for k, v in flat_config(cfg, model.opts).items() if k not in ("model", "data", "out")]
+    for name, count in parameter_counts(nets).items():
+        lines.append(f"  {name}: {type(nets[name]).__name__}, {count:,} parameters ({count / 1e6:.2f} M)")
+    lines += [f"  {line}" for line in model.describe()]
+    lines.append(f"  processes: {processes}, images per step: {cfg.batch_size * processes}")
+    return "\n".join(lines)
+
+
+def _make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is visible; use --device cpu or auto")
+    cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    if cfg.mixed_precision == "fp16" and cpu:
+        raise UserError("--mixed-precision fp16 needs a GPU; use bf16 or no on CPU")
+    # broadcast_buffers=False: D runs twice per step; re-broadcasting its batch-norm buffers in between is the
+    # classic in-place error of GANs under DDP. Each process keeps its own running statistics; rank 0's are saved.
+    return Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision,
+                       log_with=None if cfg.report_to == "none" else cfg.report_to,
+                       project_dir=str(Path(cfg.out) / "trackers"),
+                       kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+
+
+def _check_resume(saved: dict, model: TrainableModel, folder: Path, processes: int, state: dict) -> None:
+    cfg, opts = model.cfg, model.opts
+    now = flat_config(cfg, opts)
+    for name, value in now.items():
+        if name in RUN_ONLY or name in model.run_only or name == "steps":
+            continue
+        if name in saved and saved[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{folder} was trained with {name}={saved[name]!r} but this run has {value!r}; pass "
+                            f"{flag} {saved[name]} to resume, or a new --out")
+    if saved.get("steps") != cfg.steps and cfg.decay_start < 1.0:
+        raise UserError(f"{folder} was trained with --steps {saved.get('steps')} and an LR that decays from "
+                        f"{cfg.decay_start:g} of them; resuming with --steps {cfg.steps} would move the schedule "
+                        f"(the LR would jump): pass --steps {saved.get('steps')} (pause with --stop-at), or a new "
+                        "--out")
+    if state.get("processes", 1) != processes:
+        raise UserError(f"{folder} was trained with {state.get('processes')} processes but this run has "
+                        f"{processes}; resume with the same number (the data order depends on it)")
+
+
+def _rewrite_log(path: Path, keep_until: int) -> None:
+    """Drop log lines after the resumed step, so the log reads as one uninterrupted run."""
+    if not path.exists():
+        return
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if isinstance(row, dict) and row.get("step", 0) <= keep_until:
+            lines.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def _grid_uint8(images: torch.Tensor, masks: torch.Tensor, outputs: torch.Tensor) -> np.ndarray:
+    """Rows of masked input | output | target as uint8 H×W×3."""
+    masked = images * (1.0 - masks) + 0.5 * masks
+    rows = [torch.cat([m, o, t], dim=2) for m, o, t in zip(masked, outputs, images)]
+    grid = torch.cat(rows, dim=1)
+    return (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+@torch.no_grad()
+def write_sample_grid(path: Path, model: TrainableModel, batch: Batch) -> np.ndarray:
+    """The model's outputs on fixed examples, every network in eval mode as at inference."""
+    modes = {name: net.training for name, net in model.nets.items()}
+    for net in model.nets.values():
+        net.eval()
+    try:
+        outputs = model.sample(batch).float().cpu()
+    finally:
+        for name, net in model.nets.items():
+            net.train(modes[name])
+    grid = _grid_uint8(batch.images.cpu(), batch.masks.cpu(), outputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, png_bytes(grid))
+    return grid
+
+
+class EMACopies:
+    """The EMA copies a model declares (`ema = {"generator": 0.999}`), kept with diffusers' EMAModel and saved as
+    "<network>_ema". The copy is a full module (buffers too) so inference loads it like any network."""
+
+    def __init__(self, model: TrainableModel, accelerator, saved_state: dict | None, saved_tensors: dict | None):
+        self.items = {}
+        if not model.ema:
+            return
+        from diffusers.training_utils import EMAModel
+
+        for name, decay in model.ema.items():
+            live = accelerator.unwrap_model(model.nets[name])
+            copy_ = copy.deepcopy(live).eval().requires_grad_(False)
+            if saved_tensors:
+                copy_.load_state_dict(saved_tensors[f"{name}_ema.safetensors"])
+            ema = EMAModel(copy_.parameters(), decay=decay)
+            if saved_state:
+                ema.optimization_step = int(saved_state["ema"][name]["optimization_step"])
+            self.items[name] = (live, copy_, ema)
+
+    def update(self) -> None:
+        for live, copy_, ema in self.items.values():
+            ema.step(live.parameters())
+            ema.copy_to(copy_.parameters())
+            for mine, theirs in zip(copy_.buffers(), live.buffers()):
+                mine.copy_(theirs)  # batch-norm statistics follow the live network
+
+    def networks(self) -> dict[str, torch.nn.Module]:
+        return {f"{name}_ema": copy_ for name, (_, copy_, _) in self.items.items()}
+
+    def state(self) -> dict:
+        return {name: {"decay": ema.decay, "optimization_step": int(ema.optimization_step)}
+                for name, (_, _, ema) in self.items.items()}
+
+
+def _log_trackers(accelerator, step: int, values: dict, grid: np.ndarray | None) -> None:
+    accelerator.log(values, step=step)
+    if grid is None:
+        return
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("samples", grid, step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({"samples": [wandb.Image(grid)]}, step=step)
+
+
+# ---------------------------------------------------------------------------------------------------- train
+
+
+def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | None:
+    """Train (or continue) and return the last checkpoint folder (None for --dry-run). Raises UserError on bad
+    input, TrainingDiverged when a loss stops being finite."""
+    from tqdm.auto import tqdm
+
+    # 1. Check inputs before any work
+    model = model_cls()
+    model.cfg, model.opts = cfg, opts
+    check_config(cfg, model)
+    out = Path(cfg.out)
+    samples = training_samples(cfg.data, cfg.holes)
+    if cfg.dry_run:
+        torch.manual_seed(cfg.seed)
+        with torch.device("meta"):  # counts without allocating (the largest networks have tens of millions)
+            nets = model.build_networks()
+        _check_dataset_size(len(samples), cfg, processes=1)
+        print(describe(model, nets, len(samples)))
+        return None
+    accelerator = _make_accelerator(cfg)
+    rank, processes = accelerator.process_index, accelerator.num_processes
+    _check_dataset_size(len(samples), cfg, processes)
+    existing = checkpoint_dirs(out)
+    if cfg.resume and not existing:
+        raise UserError(f"--resume but {out} holds no checkpoint (checkpoints/step_*/); drop --resume to start fresh")
+    if not cfg.resume and existing:
+        raise UserError(f"{out} already holds checkpoints (newest: step {existing[-1][0]}); pass --resume to "
+                        "continue, or choose another --out")
+    if not cfg.resume and out.is_dir() and any(p.name not in OWN_FILES for p in out.iterdir()):
+        raise UserError(f"--out {out} is a non-empty folder that is not a training folder; choose a new --out")
+    resume_from = existing[-1][1] if cfg.resume else None
+    saved_state = saved_tensors = None
+
+    # 2. Networks, optimisers (the same seeded init on every process), schedulers, EMA copies
+    prepare_model(model, accelerator)
+    if resume_from:
+        files = [f"{n}.safetensors" for n in model.nets] + [f"{n}.safetensors" for n in model.optimizers] + \
+                [f"{n}_ema.safetensors" for n in model.ema]
+        saved_config, saved_state, saved_tensors = load_training_state(resume_from, model.name, files)
+        _check_resume(saved_config, model, resume_from, processes, saved_state)
+        for name, net in model.nets.items():
+            accelerator.unwrap_model(net).load_state_dict(saved_tensors[f"{name}.safetensors"])
+        for name, optimizer in model.optimizers.items():
+            optimizer.load_state_dict(optimizer_from_safetensors(saved_tensors[f"{name}.safetensors"],
+                                                                 saved_state["optimizers"][name]))
+    start = saved_state["step"] if saved_state else 0
+    stop = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
+    # plain LambdaLR, deliberately not prepared: accelerate would step it once per process
+    schedule = lambda step: lr_factor(step, cfg.steps, cfg.decay_start)  # noqa: E731
+    schedulers = {name: torch.optim.lr_scheduler.LambdaLR(getattr(opt, "optimizer", opt), schedule)
+                  for name, opt in model.optimizers.items()}
+    if saved_state:
+        for name, scheduler in schedulers.items():
+            scheduler.load_state_dict(saved_state["schedulers"][name])
+            for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
+                group["lr"] = lr
+        if accelerator.scaler is not None and saved_state.get("scaler"):
+            accelerator.scaler.load_state_dict(saved_state["scaler"])
+    ema = EMACopies(model, accelerator, saved_state, saved_tensors)
+    if accelerator.is_main_process:
+        print(describe(model, {n: accelerator.unwrap_model(v) for n, v in model.nets.items()}, len(samples),
+                       processes))
+        if resume_from:
+            print(f"  resuming from {resume_from} (step {start})")
+    if start >= stop:
+        if accelerator.is_main_process:
+            print(f"nothing to do: the checkpoint is at step {start}, this run stops at step {stop}")
+        return resume_from
+
+    # 3. Data: each step's batch is a function of (seed, step, rank)
+    images = TrainingImages(samples, cfg.size, cfg.holes, cfg.flip, cfg.seed,
+                            None if cfg.holes in (*TOOLKIT_HOLES, "dataset", "none") else model.make_holes)
+    loader = torch.utils.data.DataLoader(images, batch_sampler=StepBatches(start, stop, cfg.batch_size, rank,
+                                                                           processes),
+                                         num_workers=cfg.workers, persistent_workers=False)
+    n_grid = min(4, len(samples))
+    grid = [images.example(i, np.random.default_rng([cfg.seed, 4, i]), False) for i in range(n_grid)]
+    grid_batch = Batch(torch.stack([g[0] for g in grid]).to(accelerator.device),
+                       torch.stack([g[1] for g in grid]).to(accelerator.device))
+    log_path = out / "log.jsonl"
+    config = flat_config(cfg, opts)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(out)
+        _rewrite_log(log_path, start)
+        if not (out / "training_set.json").exists() or not resume_from:
+            write_json(out / "training_set.json", training_set_record(samples))
+        if cfg.report_to != "none":
+            accelerator.init_trackers(out.name or "diffinpaint", config={k: str(v) if v is None else v
+                                                                         for k, v in config.items()})
+
+    # 4. Train
+    last_good = resume_from
+    progress = tqdm(total=stop, initial=start, desc=model.name, disable=not accelerator.is_local_main_process,
+                    dynamic_ncols=True)
+    step = start
+    for batch_images, batch_masks in loader:
+        torch.manual_seed(stream_seed(cfg.seed, 2, step, rank))  # every draw of the step from (seed, step, rank)
+        model.step = step
+        losses = model.train_step(Batch(batch_images.to(accelerator.device), batch_masks.to(accelerator.device)))
+        lr = next(iter(model.optimizers.values())).param_groups[0]["lr"]
+        ema.update()
+        for scheduler in schedulers.values():
+            scheduler.step()
+        step += 1
+        bad = torch.tensor(0.0 if all(math.isfinite(v) for v in losses.values()) else 1.0, device=accelerator.device)
+        if processes > 1:
+            bad = accelerator.reduce(bad, reduction="sum")
+        if bad.item() > 0:
+            progress.close()
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+            kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+            raise TrainingDiverged(f"a loss is not finite at step {step} ({shown}); training stopped and {kept} "
+                                   "(resume with --resume, perhaps with a lower --lr or --mixed-precision no)")
+        progress.update(1)
+        progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+        if accelerator.is_main_process:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, "lr": lr, **losses}) + "\n")
+            sample_grid = None
+            if step % cfg.sample_every == 0 or step == stop:
+                with torch.random.fork_rng(devices=[]):  # unconditional samples must not move the training stream
+                    torch.manual_seed(stream_seed(cfg.seed, 5, step))
+                    sample_grid = write_sample_grid(out / "samples" / f"step_{step:06d}.png", model, grid_batch)
+            if cfg.report_to != "none":
+                _log_trackers(accelerator, step, {"lr": lr, **losses}, sample_grid)
+        if step % cfg.checkpoint_every == 0 or step == stop:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                networks = {n: accelerator.unwrap_model(v) for n, v in model.nets.items()} | ema.networks()
+                extra = {"processes": processes,
+                         "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+                         "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                         "ema": ema.state()}
+                last_good = save_checkpoint(out, step, config, networks, model.optimizers, extra)
+                prune_checkpoints(out, cfg.keep_checkpoints)
+            else:
+                last_good = out / "checkpoints" / f"step_{step:06d}"
+            accelerator.wait_for_everyone()
+    progress.close()
+    if cfg.report_to != "none":
+        accelerator.end_training()
+    return last_good
+
+
+def _check_dataset_size(n_images: int, cfg: TrainConfig, processes: int) -> None:
+    if n_images < cfg.batch_size * processes:
+        raise UserError(f"{cfg.data} has {n_images} usable images, fewer than one batch "
+                        f"({cfg.batch_size} x {processes} processes); add images or lower --batch-size")
