@@ -118,6 +118,7 @@ def test_parity_with_a_direct_diffusers_call(model, tiny_folder):
     blanked = images * (1 - masks) + 0.5 * masks  # the model never sees the hole's pixels
     image_512 = F.interpolate(blanked, size=(512, 512), mode="bicubic", antialias=True).clamp(0, 1)
     mask_512 = F.adaptive_max_pool2d(masks, (512, 512))  # any hole pixel under an output pixel -> hole
+    mask_512 = F.interpolate(F.max_pool2d(mask_512, 8), scale_factor=8, mode="nearest")  # whole latent cells
     prompt = load_prompt_set("natural")
     out = pipe(prompt=[prompt.prompt] * 2, negative_prompt=[prompt.negative_prompt] * 2, image=image_512,
                mask_image=mask_512, num_inference_steps=STEPS, guidance_scale=7.5, strength=1.0,
@@ -367,3 +368,31 @@ def test_full_size_random_sd15_architecture():
     count = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ["unet", "vae",
                                                                                         "text_encoder"]}
     assert count["unet"] == 859_535_364 and count["vae"] == 83_653_863 and count["text_encoder"] == 123_060_480
+
+
+def test_a_hole_narrower_than_a_latent_cell_reaches_the_unet(tiny_folder):
+    """A 2-px stroke at model resolution: the pipeline samples one pixel per 8x8 latent cell, so without growing the
+    mask to whole cells the UNet's mask channel would be empty while the image there is grey."""
+    from diffinpaint.models.sd.pipeline import grow_to_latent_cells
+
+    model = StableDiffusionModel(Settings(sd_model=tiny_folder, steps=1, resolution=64), device="cpu")
+    seen = []
+    unet_forward = model.pipe.unet.forward
+
+    def spy(sample, *args, **kwargs):
+        seen.append(sample[:, 4].detach().clone())  # 9 channels: latents (4), mask (1), masked-image latents (4)
+        return unet_forward(sample, *args, **kwargs)
+
+    model.pipe.unet.forward = spy
+    images, masks = make_inputs(1, 64, 64)
+    masks.zero_()
+    masks[..., 10:50, 3:5] = 1  # columns 3-4: the nearest sample of cell 0 is column 0, of cell 1 column 8
+    model.inpaint(images, masks, seeds=[0], labels=[None])
+    mask_channel = seen[0][0]
+    assert mask_channel.shape == (8, 8)
+    assert mask_channel[1:7, 0].min() == 1 and mask_channel.sum() > 0
+    # without the growth the same stroke disappears from the latent grid (what the pipeline would do to it)
+    nearest = F.interpolate(masks, size=(8, 8))
+    assert nearest.sum() == 0
+    grown = grow_to_latent_cells(masks, 8)
+    assert grown[..., 8:56, 0:8].min() == 1 and grown[..., :, 8:].sum() == 0

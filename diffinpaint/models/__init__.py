@@ -21,6 +21,7 @@ MODELS: dict[str, str] = {
 }
 TRAINED: dict[str, str] = {
     "pix2pix": "diffinpaint.models.pix2pix.step:Pix2PixTraining",
+    "deepfill": "diffinpaint.models.deepfill.step:DeepFillTraining",
     "dmfn": "diffinpaint.models.dmfn.step:DMFNTraining",
     "repaint": "diffinpaint.models.repaint.step:RePaintTraining",
 }

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .prompts import PromptSet, load_prompt_set
 from ...util.imageops import resize_images, resize_masks
@@ -219,7 +220,8 @@ class StableDiffusionModel(InpaintModel):
             crops = [(hidden[i, :, y0:y1, x0:x1], masks[i, :, y0:y1, x0:x1]) for i, y0, x0, y1, x1, _ in chunk]
             size = (self.resolution, self.resolution)
             image_in = torch.stack([resize_images(img[None], size)[0] for img, _ in crops])
-            mask_in = torch.stack([resize_masks(m[None], size)[0] for _, m in crops])
+            mask_in = grow_to_latent_cells(torch.stack([resize_masks(m[None], size)[0] for _, m in crops]),
+                                           getattr(self.pipe, "vae_scale_factor", 8))
             texts = [self.prompts.for_label(labels[job[0]]) for job in chunk]
             out = self.pipe(
                 prompt=[t[0] for t in texts],
@@ -241,6 +243,20 @@ class StableDiffusionModel(InpaintModel):
 
 
 # ---------------------------------------------------------------------- resizing (documented, used by tests)
+def grow_to_latent_cells(masks: torch.Tensor, factor: int) -> torch.Tensor:
+    """Every latent cell (factor×factor pixels) that touches a hole becomes hole entirely.
+
+    The pipeline shrinks the mask to the latent grid by nearest sampling (one pixel per cell), so a hole narrower
+    than a cell (a 2-px stroke at 512 px: LaMa's thin masks on large photos) can vanish from the UNet's mask channel
+    while the masked image there is grey. Growing it to whole cells first makes the UNet see every hole; the
+    runner composites with the original mask, so only the hole's pixels change."""
+    n, _, h, w = masks.shape
+    if h % factor or w % factor:
+        raise ValueError(f"mask {h}x{w} is not a multiple of the latent cell {factor}")
+    cells = F.max_pool2d(masks.float(), kernel_size=factor, stride=factor)
+    return cells.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
 def hole_crop_boxes(mask: torch.Tensor, resolution: int, margin: int) -> list[tuple[int, int, int, int]]:
     """Boxes (y0, x0, y1, x1) for --region crop: one square per group of nearby holes.
 
