@@ -123,7 +123,7 @@ def check_config(cfg: TrainConfig, model: TrainableModel) -> None:
     if cfg.workers < 0 or cfg.keep_checkpoints < 0:
         raise UserError("--workers and --keep-checkpoints must be >= 0")
     if cfg.holes not in model.hole_choices:
-        raise UserError(f"--holes {cfg.holes!r} is not available for {model.name}; choose from "
+        raise UserError(f"--holes {cfg.holes} is not available for {model.name}; choose from "
                         f"{', '.join(model.hole_choices)}")
     if cfg.report_to not in REPORT_TO:
         raise UserError(f"--report-to {cfg.report_to!r}; choose from {', '.join(REPORT_TO)}")
