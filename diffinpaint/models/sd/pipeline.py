@@ -508,7 +508,11 @@ def build_clip_tokenizer(model_max_length: int = 77):
     import gzip
     from importlib.resources import files
 
-    from open_clip.tokenizer import bytes_to_unicode
+    try:
+        from open_clip.tokenizer import bytes_to_unicode
+    except ImportError:
+        raise UserError("random-weight SD pipelines need open-clip-torch for the CLIP vocabulary: "
+                        "pip install 'diffinpaint[bench]'") from None
     from transformers import CLIPTokenizer
 
     lines = gzip.decompress((files("open_clip") / "bpe_simple_vocab_16e6.txt.gz").read_bytes()).decode("utf-8")
