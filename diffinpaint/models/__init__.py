@@ -23,6 +23,8 @@ TRAINED: dict[str, str] = {
     "pix2pix": "diffinpaint.models.pix2pix.step:Pix2PixTraining",
     "deepfill": "diffinpaint.models.deepfill.step:DeepFillTraining",
     "dmfn": "diffinpaint.models.dmfn.step:DMFNTraining",
+    "dcgan": "diffinpaint.models.dcgan.step:DCGANTraining",
+    "transgan": "diffinpaint.models.transgan.step:TransGANTraining",
     "repaint": "diffinpaint.models.repaint.step:RePaintTraining",
 }
 

@@ -1,0 +1,142 @@
+"""Training the unconditional DCGAN (Radford et al. 2016) that semantic inpainting (Yeh et al. 2017) searches.
+
+One step, the DCGAN paper's (and pytorch/examples dcgan/main.py's) alternating update:
+    z ~ U[−1, 1]^100, fake = G(z)
+    D: BCE(D(x), 1) + BCE(D(fake), 0)         (real and fake in separate batches, as the reference: separate
+                                               batch-norm statistics)
+    G: BCE(D(fake), 1)                         (the non-saturating generator loss)
+Adam(2e-4, β1 0.5) for both, batch 64 (DCGAN paper, bamos train-dcgan.py). The GAN never sees a mask (--holes none):
+the inpainting happens at test time, by searching z (infer.py).
+
+Differences from bamos' model.py: one G step per D step (the paper; bamos runs G twice, "different from paper"),
+widths 512-256-128-64 at 64 px (bamos starts with a 512 -> 512 layer), PyTorch's symmetric padding.
+
+Cost on one H100 at the defaults (64 px, batch 64, fp32): 18.5 ms per step, so 20k steps take about 6 minutes;
+the test-time search is the expensive part (infer.py: 32 images × 4 codes × 1500 steps ≈ 20 s).
+
+    diffinpaint train dcgan --data DATA --out runs/dcgan                # 64 px, 20k steps at batch 64
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ...training.losses import GANLoss, set_requires_grad
+from ...training.protocol import Batch, TrainableModel
+from ...util.errors import UserError
+from .nets import MAX_SIZE, MIN_SIZE, build_network, count_parameters, init_weights, num_layers
+
+
+@dataclass
+class DCGANOptions:
+    z_dim: int = 100  # latent size; z ~ U[−1, 1]^z_dim (DCGAN paper, bamos, Yeh et al.)
+    gf: int = 64  # generator width next to the image (gf_dim: 512-256-128-64 at 64 px)
+    df: int = 64  # discriminator width next to the image (df_dim: 64-128-256-512 at 64 px)
+    beta1: float = 0.5  # Adam β1 (DCGAN paper: 0.9 oscillated, 0.5 stabilised training)
+
+
+def latent_codes(n: int, z_dim: int, device) -> torch.Tensor:
+    """z ~ U[−1, 1], from torch's global RNG (the trainer seeds it per step)."""
+    return (torch.rand(n, z_dim) * 2.0 - 1.0).to(device)
+
+
+class DCGANTraining(TrainableModel):
+    name = "dcgan"
+    Options = DCGANOptions
+    # batch 64: DCGAN paper and bamos (batch norm statistics over 64 images); 20k steps = 1.3M images shown, a
+    # usable 64-px face prior (bamos' released model: 20 CelebA epochs ≈ 60k steps); constant LR as the paper
+    defaults = {"size": 64, "steps": 20000, "batch_size": 64, "lr": 2e-4, "decay_start": 1.0, "holes": "none"}
+    hole_choices = ("none",)
+    tiny = {"size": 32, "gf": 8, "df": 8, "batch_size": 4}
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        d = DCGANOptions()
+        parser.add_argument("--z-dim", dest="z_dim", type=int, default=d.z_dim,
+                            help=f"latent size (default {d.z_dim})")
+        parser.add_argument("--gf", type=int, default=d.gf, help=f"generator width next to the image (default {d.gf})")
+        parser.add_argument("--df", type=int, default=d.df,
+                            help=f"discriminator width next to the image (default {d.df})")
+        parser.add_argument("--beta1", type=float, default=d.beta1, help=f"Adam beta1 (default {d.beta1})")
+
+    def check(self) -> None:
+        o, size = self.opts, self.cfg.size
+        if size < MIN_SIZE or size > MAX_SIZE or size & (size - 1):
+            raise UserError(f"--size {size} does not fit dcgan; pass a power of two from {MIN_SIZE} to {MAX_SIZE} "
+                            "(the paper's is 64)")
+        if o.z_dim < 1 or o.gf < 1 or o.df < 1:
+            raise UserError("--z-dim, --gf and --df must be at least 1 (defaults 100, 64, 64)")
+        if not 0.0 <= o.beta1 < 1.0:
+            raise UserError(f"--beta1 {o.beta1} must be in [0, 1) (default 0.5)")
+
+    def _config(self) -> dict:
+        return {**asdict(self.cfg), **asdict(self.opts)}
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        return {"generator": init_weights(build_network(self._config(), "generator")),
+                "discriminator": init_weights(build_network(self._config(), "discriminator"))}
+
+    def build_optimizers(self, nets):
+        betas = (self.opts.beta1, 0.999)
+        return {"optimizer_G": torch.optim.Adam(nets["generator"].parameters(), lr=self.cfg.lr, betas=betas),
+                "optimizer_D": torch.optim.Adam(nets["discriminator"].parameters(), lr=self.cfg.lr, betas=betas)}
+
+    def describe(self) -> list[str]:
+        o, n = self.opts, num_layers(self.cfg.size)
+        g, d = count_parameters(self.cfg.size, o.z_dim, o.gf, o.df)
+        g_widths = "-".join(str(o.gf * 2 ** i) for i in reversed(range(n)))
+        d_widths = "-".join(str(o.df * 2 ** i) for i in range(n))
+        return [f"generator: Linear {o.z_dim} -> 4x4x{o.gf * 2 ** (n - 1)}, {n} transposed 5x5 convs "
+                f"({g_widths}-3), tanh: {g:,} parameters",
+                f"discriminator: {n} strided 5x5 convs ({d_widths}), Linear -> 1 logit: {d:,} parameters",
+                "inpainting happens at test time (latent search, --dcgan-iterations / --dcgan-restarts)"]
+
+    # ------------------------------------------------------------------ the paper's step
+
+    def set_input(self, batch: Batch) -> None:
+        self.netG, self.netD = self.nets["generator"], self.nets["discriminator"]
+        self.criterionGAN = GANLoss("vanilla")  # BCE on logits
+        self.real = batch.images * 2.0 - 1.0
+        self.z = latent_codes(self.real.shape[0], self.opts.z_dim, self.real.device)
+
+    def forward(self) -> None:
+        self.fake = self.netG(self.z)
+
+    def backward_D(self) -> None:
+        # D: real images -> 1, generated ones -> 0 (the fake is detached: no gradient into G)
+        self.loss_D_real = self.criterionGAN(self.netD(self.real), True)
+        self.loss_D_fake = self.criterionGAN(self.netD(self.fake.detach()), False)
+        self.loss_D = self.loss_D_real + self.loss_D_fake
+        self.accelerator.backward(self.loss_D)
+
+    def backward_G(self) -> None:
+        # G: make D call its images real (non-saturating: maximise log D(G(z)))
+        with self.accelerator.no_sync(self.netD):  # D's parameters take no gradient here: no all-reduce for D
+            pred_fake = self.netD(self.fake)
+        self.loss_G = self.criterionGAN(pred_fake, True)
+        self.accelerator.backward(self.loss_G)
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        optimizer_G, optimizer_D = self.optimizers["optimizer_G"], self.optimizers["optimizer_D"]
+        self.set_input(batch)
+        self.forward()
+        set_requires_grad(self.netD, True)
+        optimizer_D.zero_grad()
+        self.backward_D()
+        optimizer_D.step()
+        set_requires_grad(self.netD, False)  # D needs no gradients while G is optimised
+        optimizer_G.zero_grad()
+        self.backward_G()
+        optimizer_G.step()
+        return {"D_real": self.loss_D_real.item(), "D_fake": self.loss_D_fake.item(), "G": self.loss_G.item()}
+
+    @torch.no_grad()
+    def sample(self, batch: Batch) -> torch.Tensor:
+        """Unconditional samples (one per batch image; the batch itself is not used): the prior being learnt."""
+        netG = self.accelerator.unwrap_model(self.nets["generator"])
+        dtype = next(netG.parameters()).dtype
+        z = latent_codes(batch.images.shape[0], self.opts.z_dim, batch.images.device).to(dtype)
+        return ((netG(z).float() + 1.0) / 2.0).clamp(0.0, 1.0)
