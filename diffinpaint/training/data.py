@@ -20,6 +20,7 @@ from ..util.files import pixel_fingerprint
 from ..util.imageops import resize_images, resize_masks
 
 TOOLKIT_HOLES = ("box", "thin", "medium", "thick")  # the toolkit's own generators (data/masks.py)
+CACHE_BYTES = 1 << 30  # decoded training images kept in memory per process (1 GiB: ~1,300 images at 256 px)
 
 
 def training_samples(data: str | Path, holes: str) -> list[Sample]:
@@ -46,9 +47,14 @@ class TrainingImages(torch.utils.data.Dataset):
     """Index = global sample position; the example at a position depends only on (seed, position)."""
 
     def __init__(self, samples: list[Sample], size: int, holes: str, flip: bool, seed: int,
-                 make_holes: Callable[[int, np.random.Generator], np.ndarray] | None = None):
+                 make_holes: Callable[[int, np.random.Generator], np.ndarray] | None = None,
+                 cache_bytes: int = CACHE_BYTES):
         self.samples, self.size, self.holes, self.flip, self.seed = samples, size, holes, flip, seed
         self.make_holes = make_holes  # the model's own generator, for --holes <its name>
+        # decoded and resized images (and dataset masks) kept in memory up to this budget: every epoch after the
+        # first then skips PNG/JPEG decoding and resizing, which on small networks costs as much as the step
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.cache_left = cache_bytes
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -65,12 +71,9 @@ class TrainingImages(torch.utils.data.Dataset):
 
     def example(self, index: int, rng: np.random.Generator, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """3×S×S image in [0, 1] and 1×S×S mask (1 = hole) for sample `index`."""
-        sample = self.samples[index]
-        shape = (self.size, self.size)
-        image = torch.tensor(sample.load_image()).permute(2, 0, 1)[None].float() / 255.0  # copies the read-only array
-        image = resize_images(image, shape)[0]
+        image, dataset_mask = self.resized(index)
         if self.holes == "dataset":
-            mask = resize_masks(torch.tensor(sample.load_mask())[None, None], shape)[0]
+            mask = dataset_mask
         elif self.holes == "none":
             mask = torch.zeros(1, self.size, self.size)
         elif self.holes in TOOLKIT_HOLES:
@@ -80,6 +83,22 @@ class TrainingImages(torch.utils.data.Dataset):
         if flip:
             image, mask = image.flip(-1), mask.flip(-1)
         return image.contiguous(), mask.contiguous()
+
+
+    def resized(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sample `index` at the training size: image 3×S×S in [0, 1], its dataset mask 1×S×S (with --holes dataset)."""
+        if index in self.cache:
+            return self.cache[index]
+        sample = self.samples[index]
+        shape = (self.size, self.size)
+        image = torch.tensor(sample.load_image()).permute(2, 0, 1)[None].float() / 255.0  # copies the read-only array
+        image = resize_images(image, shape)[0]
+        mask = resize_masks(torch.tensor(sample.load_mask())[None, None], shape)[0] if self.holes == "dataset" else None
+        cost = image.nbytes + (mask.nbytes if mask is not None else 0)
+        if cost <= self.cache_left:
+            self.cache[index] = (image, mask)
+            self.cache_left -= cost
+        return image, mask
 
 
 class StepBatches(torch.utils.data.Sampler):
