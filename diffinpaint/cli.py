@@ -3,10 +3,12 @@
     diffinpaint data check DIR
     diffinpaint data demo --out DIR
     diffinpaint data masks --data DIR --protocol box|thin|medium|thick --seed S
+    diffinpaint data split DIR --test-fraction F --seed S --out-train TRAIN --out-test TEST
     diffinpaint run --model NAME --data DIR --out RUN
     diffinpaint eval --models telea,ns --data DIR --out EVAL
     diffinpaint train NAME --data DIR --out CKPT      (NAME: every model the toolkit trains)
     diffinpaint report EVAL
+    diffinpaint export kaggle RUN --data DIR --out FILE.csv
 
 Bad input (a UserError) ends as one `error: ...` line on stderr and exit code 2, before anything is written.
 Anything else is a bug: its traceback is shown (exit code 1) and everything finished so far stays on disk.
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "scored on the masked region only.")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    data = verbs.add_parser("data", help="dataset folders: check, demo, masks")
+    data = verbs.add_parser("data", help="dataset folders: check, demo, masks, split")
     data_verbs = data.add_subparsers(dest="data_verb", required=True)
     check = data_verbs.add_parser("check", help="validate a dataset folder and summarise it")
     check.add_argument("dir", type=Path)
@@ -82,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--format", choices=["csv", "png"], default=None,
                        help="masks.csv (box only; the default for box) or masks/*.png (default otherwise)")
     masks.add_argument("--replace", action="store_true", help="replace the dataset's existing mask source")
+    split = data_verbs.add_parser("split", help="split a dataset folder into disjoint training and test folders "
+                                  "(by image content, masks carried along)")
+    split.add_argument("data", type=Path, metavar="DATA")
+    split.add_argument("--test-fraction", required=True, type=float, help="share of images in the test folder")
+    split.add_argument("--seed", type=int, default=0, help="which images go to the test side (default 0)")
+    split.add_argument("--out-train", required=True, type=Path, help="new folder for the training images")
+    split.add_argument("--out-test", required=True, type=Path, help="new folder for the test images")
 
     run = verbs.add_parser("run", help="run one model over a dataset into a run folder")
     run.add_argument("--model", required=True, choices=[*MODELS, *TRAINED])
@@ -90,12 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "(the same as --NAME-checkpoint)")
     _add_run_options(run)
 
-    evaluate = verbs.add_parser("eval", help="run models, score the holes, write tables and report")
+    evaluate = verbs.add_parser("eval", help="run models, score holes and whole images, write tables and report")
     evaluate.add_argument("--models", required=True, help="comma-separated, e.g. sd,pix2pix,telea,ns")
     evaluate.add_argument("--runs", type=Path, default=None, help="where run folders go (default EVAL/runs)")
+    evaluate.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                          help="run every model once per seed (runs/<model>/seed_<s>) and report the spread "
+                               "across seeds; deterministic models run once (default: --seed only)")
     evaluate.add_argument("--fid-weights", type=Path, default=None,
-                          help="pt_inception-2015-12-05-6726825d.pth for FID/KID on an offline machine")
-    evaluate.add_argument("--no-fid", action="store_true", help="skip FID/KID")
+                          help="pt_inception-2015-12-05-6726825d.pth for FID/KID/P-IDS/U-IDS on an offline machine")
+    evaluate.add_argument("--lpips-weights", type=Path, default=None,
+                          help="torchvision's alexnet-owt-7be5be79.pth for LPIPS on an offline machine")
+    evaluate.add_argument("--allow-in-sample", action="store_true",
+                          help="score trained models on images they were trained on (marked in_sample)")
+    evaluate.add_argument("--no-fid", action="store_true", help="skip the Inception metrics (FID/KID/P-IDS/U-IDS)")
     evaluate.add_argument("--cache-dir", type=Path, default=None,
                           help="ground-truth feature cache (default ~/.cache/diffinpaint/features)")
     evaluate.add_argument("--no-report", action="store_true", help="skip report.html")
@@ -110,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         model_cls = trainable_class(name)
         doc = (sys.modules[model_cls.__module__].__doc__ or name).strip()
         add_train_arguments(train_verbs.add_parser(name, help=doc.splitlines()[0]), model_cls)
+
+    export = verbs.add_parser("export", help="export a run folder in a competition's submission format")
+    export_verbs = export.add_subparsers(dest="export_verb", required=True)
+    kaggle = export_verbs.add_parser("kaggle", help="hole pixels as the Kaggle photo-reconstruction CSV (id,value)")
+    kaggle.add_argument("run_dir", type=Path, metavar="RUN", help="a run folder (`diffinpaint run ... --out RUN`)")
+    kaggle.add_argument("--data", required=True, type=Path, help="the dataset the run was made from (masks.csv)")
+    kaggle.add_argument("--out", required=True, type=Path, help="the CSV file to write")
 
     report = verbs.add_parser("report", help="(re)write EVAL/report.html from an eval folder")
     from .evaluation import report as report_module
@@ -138,6 +161,12 @@ def _run_settings(args):
 
 
 def _cmd_data(args) -> int:
+    if args.data_verb == "split":
+        from .data.split import split_dataset
+
+        n_train, n_test = split_dataset(args.data, args.test_fraction, args.seed, args.out_train, args.out_test)
+        print(f"{n_train} training images in {args.out_train}, {n_test} test images in {args.out_test}")
+        return 0
     if args.data_verb == "check":
         dataset = load_dataset(args.dir, max_pixels=args.max_pixels)
         summary = dataset.summary()
@@ -185,21 +214,27 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .evaluation.evaluate import EvalSettings, evaluate, format_table
+    from .evaluation.evaluate import EvalSettings, evaluate, format_table, parse_seeds
     from .runner import process_state
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise UserError("--models is empty; name at least one model, e.g. --models telea,ns")
+    seeds = None
+    if args.seeds is not None:
+        seeds = parse_seeds(args.seeds)
+        if args.seed != 0:
+            raise UserError(f"--seed {args.seed} and --seeds {args.seeds}: pass one of them")
     dataset = _load(args)
     settings = EvalSettings(models=models, out=args.out, runs_dir=args.runs, fid=not args.no_fid,
-                            fid_weights=args.fid_weights, cache_dir=args.cache_dir, report=not args.no_report,
+                            fid_weights=args.fid_weights, lpips_weights=args.lpips_weights, cache_dir=args.cache_dir,
+                            report=not args.no_report, seeds=seeds, allow_in_sample=args.allow_in_sample,
                             run=_run_settings(args))
     state = process_state(settings.run.device)
     summary = evaluate(dataset, settings, vars(args), state=state)
     if state.is_main_process:
         print(format_table(summary))
-        print(f"tables in {args.out} (summary.csv, summary.json, per_image.csv)"
+        print(f"tables in {args.out} (summary.csv, summary.json, per_image.csv, per_bin.csv)"
               + (f"; report: {args.out / 'report.html'}" if (args.out / "report.html").exists() else ""))
     return 0
 
@@ -223,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
             from .training import trainer
 
             return trainer.main(args)
+        if args.verb == "export":
+            from .evaluation.export import export_kaggle
+
+            rows = export_kaggle(args.run_dir, args.data, args.out)
+            print(f"{rows} values written to {args.out}")
+            return 0
         if args.verb == "report":
             return _cmd_report(args)
     except DatasetError as err:

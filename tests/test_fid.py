@@ -15,6 +15,14 @@ from diffinpaint.data import load_dataset
 from fid_weights import write_random_inception_weights
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def scipy_frechet(f1: np.ndarray, f2: np.ndarray) -> float:
     """The textbook formula with scipy.linalg.sqrtm (pytorch-fid's reference computation)."""
     mu1, mu2 = f1.mean(0), f2.mean(0)
@@ -24,7 +32,7 @@ def scipy_frechet(f1: np.ndarray, f2: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-@pytest.mark.parametrize("dim,n", [(8, 500), (32, 200)])
+@pytest.mark.parametrize("dim,n", [(8, 500), (32, 200), (64, 20)])  # the last: fewer samples than dimensions
 def test_frechet_distance_matches_scipy_on_gaussians(dim, n):
     rng = np.random.default_rng(dim)
     a = rng.normal(0, 1, (n, dim))
@@ -33,6 +41,17 @@ def test_frechet_distance_matches_scipy_on_gaussians(dim, n):
     mine = fidlib.frechet_distance(torch.from_numpy(a), torch.from_numpy(b))
     assert mine == pytest.approx(scipy_frechet(a, b), rel=1e-6)
     assert fidlib.frechet_distance(torch.from_numpy(a), torch.from_numpy(a)) == pytest.approx(0, abs=1e-8)
+
+
+def test_kid_subsets_hold_half_the_set_so_their_spread_is_real():
+    """Subsets as large as the set all hold the same points (std ~0, meaningless); n/2 makes them differ."""
+    rng = np.random.default_rng(1)
+    a, b = torch.from_numpy(rng.normal(0, 1, (40, 16))), torch.from_numpy(rng.normal(0.3, 1, (40, 16)))
+    assert fidlib.kid_subset_size(40) == 20 and fidlib.kid_subset_size(5000) == 1000
+    _, std = fidlib.kernel_inception_distance(a, b)
+    assert std > 1e-3
+    with pytest.raises(ValueError, match="at least 4"):
+        fidlib.kernel_inception_distance(a[:3], b[:3])
 
 
 def test_kid_is_near_zero_for_the_same_distribution_and_positive_for_a_shift():
@@ -92,11 +111,11 @@ def test_project_fid_equals_torch_fidelity_features_plus_scipy(fid_data, weights
                                                 feature_extractor_weights_path=str(weights)).eval()
     dataset = load_dataset(fid_data)
 
-    def features(load):
+    def features(load, whole=False):
         crops = []
         for s in dataset.samples:
             image = load(s)
-            for x, y, w, h in s.boxes:
+            for x, y, w, h in [(0, 0, s.width, s.height)] if whole else s.boxes:
                 crop = Image.fromarray(image[y : y + h, x : x + w]).resize((299, 299), Image.BICUBIC)
                 crops.append(np.asarray(crop))
         batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
@@ -107,6 +126,13 @@ def test_project_fid_equals_torch_fidelity_features_plus_scipy(fid_data, weights
     fake = features(lambda s: np.asarray(Image.open(out / "runs" / "telea" / "images" / s.output_relpath)))
     assert summary["n_fid_crops"] == len(fake) == len(dataset.samples)
     assert summary["fid"] == pytest.approx(scipy_frechet(fake, real), rel=1e-4, abs=1e-6)
+    # whole images (LaMa's fid): the same pipeline on the composited output, no crop
+    real_full = features(lambda s: s.load_image(), whole=True)
+    fake_full = features(lambda s: np.asarray(Image.open(out / "runs" / "telea" / "images" / s.output_relpath)),
+                         whole=True)
+    # (the formula is held to scipy above; one 2048-d sqrtm per test is slow enough)
+    assert summary["fid_full"] == pytest.approx(
+        fidlib.frechet_distance(torch.from_numpy(fake_full), torch.from_numpy(real_full)), rel=1e-4, abs=1e-6)
     assert summary["kid"] is not None and np.isfinite(summary["kid"])
     # the ground-truth features were cached once, under a key naming the weights
     assert len(list((tmp_path / "cache").glob("gt-*.safetensors"))) == 1

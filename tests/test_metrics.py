@@ -1,5 +1,7 @@
-"""Masked metrics against independent references: numpy, skimage, scipy, torch-fidelity."""
+"""Pixel metrics and LPIPS against independent references: numpy, skimage, torchmetrics."""
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pytest
@@ -11,6 +13,14 @@ from diffinpaint.evaluation.metrics import (BoxSSIM, MaskedRMSE, MaskedSSIM, box
                                  masked_squared_error, masked_ssim)
 
 SK = dict(channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def to_tensor(images_u8: np.ndarray) -> torch.Tensor:
@@ -133,3 +143,182 @@ def test_box_squared_error_equals_the_mask_path_with_overlapping_holes_counted_o
     sse_mask, count_mask = masked_squared_error(p, t, torch.from_numpy(mask))
     assert torch.equal(count_box, count_mask) and count_box[0].item() == (400 + 400 - 100) * 3
     assert torch.allclose(sse_box, sse_mask, rtol=1e-12, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- DESIGN's ssim
+
+
+def skimage_full_map(gt, out):
+    _, full = structural_similarity(gt / 255.0, out / 255.0, full=True, **SK)
+    return full
+
+
+@pytest.mark.parametrize("source", ["random", "photos"])
+def test_box_hole_ssim_is_skimages_full_map_averaged_over_each_hole(source, demo_small):
+    if source == "random":
+        gt, out = random_pair(5, 90, 84, seed=11)
+        # holes in the middle, touching each border and corner, overlapping, 1 px wide, the whole image (which
+        # takes the shifted-adds filter for sides over 64 px)
+        boxes = [[(0, 0, 20, 20), (64, 70, 20, 20)], [(30, 0, 11, 90), (0, 30, 84, 1)], [(0, 0, 84, 90)],
+                 [(10, 10, 30, 30), (20, 20, 30, 30)], [(83, 89, 1, 1), (5, 80, 12, 10)]]
+    else:
+        dataset = load_dataset(demo_small)
+        gt = np.stack([s.load_image() for s in dataset.samples])
+        out = np.roll(gt, 3, axis=2)
+        boxes = [s.boxes for s in dataset.samples]
+    from diffinpaint.evaluation.metrics import box_hole_ssim
+
+    mine = box_hole_ssim(to_tensor(out), to_tensor(gt), boxes)
+    worst = 0.0
+    for i, image_boxes in enumerate(boxes):
+        full = skimage_full_map(gt[i], out[i])
+        for j, (x, y, w, h) in enumerate(image_boxes):
+            worst = max(worst, abs(mine[i][j] - full[y:y + h, x:x + w].mean()))
+    assert worst <= 1e-4
+    if source == "photos":  # the hole ssim sees the seam: it differs from the crop-only number
+        crop = box_ssim(to_tensor(out), to_tensor(gt), boxes)
+        assert max(abs(a - b) for x, y in zip(mine, crop) for a, b in zip(x, y)) > 1e-3
+
+
+def test_free_form_ssim_near_the_borders_matches_the_full_map():
+    """masked_ssim filters only the hole's grown bounding box: holes on the image border must still match."""
+    gt, out = random_pair(3, 50, 41, seed=12)
+    mask = np.zeros((3, 1, 50, 41), bool)
+    mask[0, 0, :3, :] = True  # a strip along the top edge
+    mask[1, 0, 20:23, 38:] = True  # touching the right edge
+    mask[2, 0, 49, 0] = True  # a single corner pixel
+    mine = masked_ssim(to_tensor(out), to_tensor(gt), torch.from_numpy(mask))
+    for i in range(3):
+        expected = skimage_full_map(gt[i], out[i]).mean(axis=-1)[mask[i, 0]].mean()
+        assert abs(mine[i].item() - expected) <= 1e-4
+
+
+def test_free_form_ssim_crop_is_the_bounding_box_crop():
+    from diffinpaint.evaluation.metrics import masked_ssim_crop
+
+    gt, out = random_pair(2, 48, 48, seed=13)
+    mask = np.zeros((2, 1, 48, 48), bool)
+    mask[0, 0, 5:30, 8:20] = True
+    mask[0, 0, 40, 40] = True  # the bounding box spans both pieces
+    mask[1, 0, 5:10, 5:10] = True  # 5x5: under the 11x11 window, so no crop SSIM
+    mine = masked_ssim_crop(to_tensor(out), to_tensor(gt), torch.from_numpy(mask))
+    expected = structural_similarity(gt[0][5:41, 8:41] / 255.0, out[0][5:41, 8:41] / 255.0, **SK)
+    assert abs(mine[0].item() - expected) <= 1e-4 and np.isnan(mine[1].item())
+
+
+def test_whole_image_ssim_and_psnr_match_skimage(demo_small):
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from diffinpaint.evaluation.metrics import image_psnr, image_ssim
+
+    dataset = load_dataset(demo_small)
+    gt = np.stack([s.load_image() for s in dataset.samples])
+    out = gt.copy()
+    out[:, 10:40, 10:40] = np.roll(gt, 5, axis=1)[:, 10:40, 10:40]
+    for p, t in [(to_tensor(out), to_tensor(gt)), (torch.from_numpy(out).permute(0, 3, 1, 2),
+                                                   torch.from_numpy(gt).permute(0, 3, 1, 2))]:  # float and uint8
+        ssim = image_ssim(p, t)
+        psnr = image_psnr(p, t)
+        for i in range(len(gt)):
+            assert abs(ssim[i].item() - structural_similarity(gt[i] / 255.0, out[i] / 255.0, **SK)) <= 1e-4
+            assert psnr[i].item() == pytest.approx(peak_signal_noise_ratio(gt[i], out[i]), abs=1e-5)
+    assert image_psnr(to_tensor(gt[:1]), to_tensor(gt[:1]))[0].item() == float("inf")
+    gt, out = random_pair(3, 97, 130, seed=15)  # over 64 px: the shifted-adds filter
+    ssim = image_ssim(to_tensor(out), to_tensor(gt))
+    for i in range(3):
+        assert abs(ssim[i].item() - structural_similarity(gt[i] / 255.0, out[i] / 255.0, **SK)) <= 1e-4
+
+
+# ---------------------------------------------------------------------------------------------- LPIPS
+
+
+@pytest.fixture(scope="module")
+def alexnet_file(tmp_path_factory):
+    import torchvision
+
+    path = tmp_path_factory.mktemp("alex") / "alexnet-owt-7be5be79.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    return path
+
+
+def torchmetrics_lpips(weights_path):
+    """torchmetrics' own LPIPS metric with its backbone filled from the same AlexNet file."""
+    from unittest import mock
+
+    import torchvision
+    from torchmetrics.functional.image import lpips as tm_lpips
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    def features(net, pretrained=False):
+        alexnet = torchvision.models.alexnet(weights=None)
+        alexnet.load_state_dict(torch.load(weights_path, weights_only=True))
+        return alexnet.features
+
+    with mock.patch.object(tm_lpips, "_get_tv_model_features", features):
+        return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
+
+
+def test_lpips_matches_torchmetrics_on_the_same_weights(alexnet_file):
+    from diffinpaint.evaluation.lpips import LPIPS
+
+    mine = LPIPS(alexnet_file, batch_size=2)
+    reference = torchmetrics_lpips(alexnet_file)
+    gt, out = random_pair(4, 70, 45, seed=14, noise=30)
+    values = mine(torch.from_numpy(out).permute(0, 3, 1, 2), torch.from_numpy(gt).permute(0, 3, 1, 2))  # uint8 in
+    worst = 0.0
+    for i in range(4):
+        reference.reset()
+        reference.update(to_tensor(out[i : i + 1]), to_tensor(gt[i : i + 1]))
+        worst = max(worst, abs(values[i].item() - reference.compute().item()))
+    assert worst <= 1e-5 and values.min() > 0
+    # crops of several sizes in one call, each the same as alone; a 12 px side is stretched to 32 first
+    boxes = [[(0, 0, 40, 40), (5, 10, 12, 33)], [(5, 20, 40, 40)]]
+    crops = mine.crops(torch.from_numpy(out).permute(0, 3, 1, 2), torch.from_numpy(gt).permute(0, 3, 1, 2), boxes)
+    x, y, w, h = boxes[0][1]
+    stretch = lambda a: torch.nn.functional.interpolate(to_tensor(a[None, y:y + h, x:x + w]), size=(33, 32),  # noqa
+                                                         mode="bilinear", align_corners=False)
+    reference.reset()
+    reference.update(stretch(out[0]), stretch(gt[0]))
+    assert abs(crops[0][1] - reference.compute().item()) <= 1e-5
+    x, y, w, h = boxes[1][0]
+    alone = mine(to_tensor(out[1:2, y:y + h, x:x + w]), to_tensor(gt[1:2, y:y + h, x:x + w]))
+    assert abs(crops[1][0] - alone.item()) <= 1e-6
+
+
+def test_lpips_weights_missing_or_wrong(tmp_path, monkeypatch):
+    from diffinpaint.evaluation.lpips import LPIPS, LPIPSUnavailable
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(LPIPSUnavailable, match="offline"):
+        LPIPS()  # no file, nothing cached, offline (conftest): unavailable, not an error
+    with pytest.raises(ValueError, match="no such file"):
+        LPIPS(tmp_path / "nope.pth")
+    wrong = tmp_path / "wrong.pth"
+    torch.save({f"features.{i}.{p}": torch.zeros(2) for i in (0, 3, 6, 8, 10) for p in ("weight", "bias")}, wrong)
+    with pytest.raises(ValueError, match="not torchvision's AlexNet weights"):
+        LPIPS(wrong)
+
+
+def test_lpips_weights_are_found_in_the_torch_hub_cache(tmp_path, monkeypatch, alexnet_file):
+    from diffinpaint.evaluation.lpips import LPIPS
+
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    shutil.copy(alexnet_file, tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert LPIPS().weights_sha256 == LPIPS(alexnet_file).weights_sha256
+
+
+def test_ssims_do_not_depend_on_what_else_is_in_the_batch():
+    """Bit for bit: an image scored alone or among others (different crop batches) gives the same numbers, so
+    one process or several give the same per_image.csv."""
+    from diffinpaint.evaluation.metrics import box_hole_ssim, image_ssim
+
+    gt, out = random_pair(5, 80, 90, seed=16)
+    boxes = random_boxes(5, 80, 90, np.random.default_rng(17), sizes=((20, 20), (11, 30), (40, 40)))
+    p, t = to_tensor(out), to_tensor(gt)
+    together = (box_ssim(p, t, boxes), box_hole_ssim(p, t, boxes), image_ssim(p, t).tolist())
+    for i in range(5):
+        alone = (box_ssim(p[i:i + 1], t[i:i + 1], boxes[i:i + 1]), box_hole_ssim(p[i:i + 1], t[i:i + 1], boxes[i:i + 1]),
+                 image_ssim(p[i:i + 1], t[i:i + 1]).tolist())
+        assert alone[0][0] == together[0][i] and alone[1][0] == together[1][i] and alone[2][0] == together[2][i]

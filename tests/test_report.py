@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from skimage.metrics import structural_similarity
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from diffinpaint.evaluation import report
 from diffinpaint.data import load_dataset
@@ -50,17 +50,22 @@ def _photo(rng: np.random.Generator, size: int = 64) -> np.ndarray:
     return (base * 255).astype(np.uint8)
 
 
-def _ssim_holes(gt: np.ndarray, out: np.ndarray, boxes) -> list[float]:
-    values = []
-    for x, y, w, h in boxes:
-        values.append(structural_similarity(gt[y:y + h, x:x + w] / 255.0, out[y:y + h, x:x + w] / 255.0,
-                                            channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                            use_sample_covariance=False))
-    return values
+SK = dict(channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
 
 
-def build_eval(root: Path, *, pixel_counts: bool = True, fid: float | None = None) -> Path:
-    """DATA/ (6 images, masks.csv) and EVAL/ (runs, per_image.csv, summary.json/csv, config.toml)."""
+def _ssim_holes(gt: np.ndarray, out: np.ndarray, boxes) -> tuple[list[float], list[float]]:
+    """(ssim: the full-image map averaged over each hole, ssim_crop: SSIM of each hole crop alone)."""
+    _, full = structural_similarity(gt / 255.0, out / 255.0, full=True, **SK)
+    hole = [float(full[y:y + h, x:x + w].mean()) for x, y, w, h in boxes]
+    crop = [structural_similarity(gt[y:y + h, x:x + w] / 255.0, out[y:y + h, x:x + w] / 255.0, **SK)
+            for x, y, w, h in boxes]
+    return hole, crop
+
+
+def build_eval(root: Path, *, pixel_counts: bool = True, fid: float | None = None, seeds=(0,),
+               in_sample: dict[str, int] | None = None) -> Path:
+    """DATA/ (6 images, masks.csv) and EVAL/ (runs, per_image.csv, summary.json/csv, config.toml) in the format
+    eval writes; every number computed here with numpy / skimage, independently of diffinpaint."""
     data, ev = root / "data", root / "eval"
     rng = np.random.default_rng(0)
     rows_csv = []
@@ -75,27 +80,45 @@ def build_eval(root: Path, *, pixel_counts: bool = True, fid: float | None = Non
     dataset = load_dataset(data)
     per_image, summary = [], []
     for model in MODELS:
-        sq_err, pixels, holes_ssim = 0.0, 0, []
-        for sample in dataset.samples:
-            gt, mask = sample.load_image(), sample.load_mask()
-            noise = np.random.default_rng(zlib.crc32(sample.image_id.encode())).standard_normal(gt.shape)
-            out = gt.copy()
-            out[mask] = np.clip(gt.astype(np.float64) + NOISE[model] * noise, 0, 255).round().astype(np.uint8)[mask]
-            dest = ev / "runs" / model / "images" / sample.output_relpath
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(out).save(dest)
-            err = (out[mask].astype(np.float64) - gt[mask]) / 255.0
-            ssims = _ssim_holes(gt, out, sample.boxes)
-            row = {"model": model, "image": sample.image_id, "label": sample.label, "n_holes": len(sample.boxes),
-                   "rmse": math.sqrt(np.mean(err**2)), "ssim": float(np.mean(ssims))}
-            if pixel_counts:
-                row["n_hole_pixels"] = int(mask.sum())
-            per_image.append(row)
-            sq_err, pixels, holes_ssim = sq_err + np.sum(err**2), pixels + err.size, holes_ssim + ssims
-        summary.append({"model": model, "n_images": len(dataset.samples), "n_holes": len(holes_ssim),
-                        "rmse": math.sqrt(sq_err / pixels), "ssim": float(np.mean(holes_ssim)),
-                        "fid": fid, "kid": None if fid is None else fid / 100, "kid_std": None if fid is None else 0.001,
-                        "n_fid_crops": len(holes_ssim)})
+        per_seed = []
+        for seed in seeds:
+            sq_err, pixels, holes_ssim, psnrs = 0.0, 0, [], []
+            for sample in dataset.samples:
+                gt, mask = sample.load_image(), sample.load_mask()
+                noise = np.random.default_rng([zlib.crc32(sample.image_id.encode()), seed]).standard_normal(gt.shape)
+                out = gt.copy()
+                out[mask] = np.clip(gt.astype(np.float64) + NOISE[model] * noise, 0, 255).round().astype(np.uint8)[mask]
+                run = ev / "runs" / model if len(seeds) == 1 else ev / "runs" / model / f"seed_{seed}"
+                dest = run / "images" / sample.output_relpath
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(out).save(dest)
+                err = (out[mask].astype(np.float64) - gt[mask]) / 255.0
+                hole, crop = _ssim_holes(gt, out, sample.boxes)
+                psnr = peak_signal_noise_ratio(gt, out)
+                row = {"model": model, "image": sample.image_id, "rmse": math.sqrt(np.mean(err**2)),
+                       "ssim": float(np.mean(hole)), "ssim_crop": float(np.mean(crop)), "lpips": None,
+                       "psnr_full": psnr, "ssim_full": structural_similarity(gt / 255.0, out / 255.0, **SK),
+                       "lpips_full": None, "label": sample.label, "seed": seed, "n_holes": len(sample.boxes),
+                       "hole_fraction": mask.mean()}
+                if pixel_counts:
+                    row["n_hole_pixels"] = int(mask.sum())
+                per_image.append(row)
+                sq_err, pixels, holes_ssim = sq_err + np.sum(err**2), pixels + err.size, holes_ssim + hole
+                psnrs.append(psnr)
+            per_seed.append({"rmse": math.sqrt(sq_err / pixels), "ssim": float(np.mean(holes_ssim)),
+                             "psnr_full": float(np.mean(psnrs))})
+        entry = {"model": model, "n_images": len(dataset.samples), "n_holes": len(holes_ssim),
+                 "fid": fid, "kid": None if fid is None else fid / 100, "kid_std": None if fid is None else 0.001,
+                 "fid_full": None if fid is None else fid / 2, "kid_full": None if fid is None else fid / 200,
+                 "pids": None if fid is None else 0.1, "uids": None if fid is None else 0.2,
+                 "n_fid_crops": len(holes_ssim), "n_seeds": len(seeds), "seeds": ",".join(map(str, seeds)),
+                 "in_sample": bool(in_sample and model in in_sample),
+                 "n_train_overlap": (in_sample or {}).get(model, 0)}
+        for key in ("rmse", "ssim", "psnr_full"):
+            values = [s[key] for s in per_seed]
+            entry[key] = float(np.mean(values))
+            entry[f"{key}_seed_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        summary.append(entry)
     with open(ev / "per_image.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(per_image[0]))
         writer.writeheader()
@@ -106,7 +129,10 @@ def build_eval(root: Path, *, pixel_counts: bool = True, fid: float | None = Non
         writer.writeheader()
         writer.writerows(summary)
     (ev / "config.toml").write_text(f'data = {json.dumps(str(data))}\nmodels = {json.dumps(MODELS)}\n'
-                                    f'runs_dir = {json.dumps(str(ev / "runs"))}\n')
+                                    f'runs_dir = {json.dumps(str(ev / "runs"))}\nseeds = {json.dumps(list(seeds))}\n'
+                                    + ("" if len(seeds) == 1 else "[run_dirs]\n" + "".join(
+                                        f'{m} = {json.dumps([str(ev / "runs" / m / f"seed_{s}") for s in seeds])}\n'
+                                        for m in MODELS)))
     return ev
 
 
@@ -144,7 +170,7 @@ def test_every_image_is_a_file_inside_the_eval_folder(page, eval_dir):
 
     srcs = img_srcs(page)
     # 1 plot + grid (6 images x (input + 2 models + truth)); worst images reuse the grid's thumbnails
-    assert len(srcs) == 1 + 6 * 4 + 2 * 3 * 3
+    assert len(srcs) == 2 + 6 * 4 + 2 * 3 * 3  # 2 plots: distributions, by hole area
     for src in srcs:
         if src.startswith("data:image/"):
             continue
@@ -171,6 +197,79 @@ def test_summary_lists_each_model_with_intervals_around_the_estimate(page, eval_
         assert stats.ssim_ci[0] < stats.ssim < stats.ssim_ci[1]
         assert f"{summary[model]['rmse']:.4f} " in text and f"[{stats.rmse_ci[0]:.4f}, {stats.rmse_ci[1]:.4f}]" in text
     assert "missing" in text and "Inception weights were not given" in text
+
+
+def test_summary_has_hole_and_whole_image_groups_with_arrows_and_the_best_in_bold(page, eval_dir):
+    text = page.read_text(encoding="utf-8")
+    summary = {e["model"]: e for e in json.loads((eval_dir / "summary.json").read_text())}
+    assert ">hole only</th>" in text and ">whole image (LaMa / CoModGAN protocol)</th>" in text
+    for header in ("rmse ↓", "ssim ↑", "ssim_crop ↑", "lpips ↓", "fid ↓", "psnr_full ↑", "ssim_full ↑",
+                   "lpips_full ↓", "fid_full ↓", "pids ↑", "uids ↑"):
+        assert f">{header}</th>" in text, header
+    # telea has a third of ns's noise: it wins rmse (lower) and psnr_full (higher); the bold cell is telea's
+    assert f'<td class="best">{summary["telea"]["rmse"]:.4f} ' in text
+    assert f'<td class="best">{summary["ns"]["rmse"]:.4f} ' not in text
+    assert f'<td class="best">{summary["telea"]["psnr_full"]:.2f} ' in text
+    ev = report.read_eval_folder(eval_dir)
+    stats = report.model_stats(ev, "telea")
+    for name in ("ssim_crop", "psnr_full", "ssim_full"):  # every per-image metric gets its interval
+        assert stats.cis[name][0] <= stats.values[name] <= stats.cis[name][1]
+    assert stats.values["psnr_full"] == pytest.approx(summary["telea"]["psnr_full"], rel=1e-12)
+    assert "lpips" not in stats.values  # no LPIPS weights: a missing column, not a zero
+    assert "AlexNet weights were not given" in text
+    assert 'class="banner"' not in text and 'class="flag"' not in text  # nobody is in-sample here
+
+
+def test_in_sample_models_get_a_banner_and_a_flag(tmp_path):
+    ev_dir = build_eval(tmp_path, in_sample={"ns": 3})
+    text = report.write_report(ev_dir, max_grid_images=1, n_worst=0).read_text(encoding="utf-8")
+    assert text.count('class="banner"') == 1 and "ns was scored on 3 image(s) it was trained on" in text
+    assert "<td class=l>ns <span class=\"flag\">in-sample</span></td>" in text
+    # the banner sits with the numbers: right under the Summary heading, before the table
+    assert text.index("<h2>Summary</h2>") < text.index('class="banner"') < text.index('<table class="summary">')
+
+
+def test_several_seeds_give_the_mean_and_the_spread_across_seeds(tmp_path):
+    seeds = (0, 1, 2)
+    ev_dir = build_eval(tmp_path, seeds=seeds)
+    text = report.write_report(ev_dir, max_grid_images=2, n_worst=1).read_text(encoding="utf-8")
+    summary = {e["model"]: e for e in json.loads((ev_dir / "summary.json").read_text())}
+    ev = report.read_eval_folder(ev_dir)
+    assert ev.seeds_of("telea") == list(seeds)
+    for model in MODELS:
+        stats = report.model_stats(ev, model)
+        assert stats.rmse == pytest.approx(summary[model]["rmse"], rel=1e-12)  # mean over seeds of pooled rmse
+        assert stats.ssim == pytest.approx(summary[model]["ssim"], rel=1e-12)
+        assert stats.rmse_ci[0] < stats.rmse < stats.rmse_ci[1]
+        assert f'seeds ± {summary[model]["rmse_seed_sd"]:.4f}' in text
+        assert f"<td class=l>{model} <span class=\"ci\">(3 seeds)</span></td>" in text
+    # the grid shows the first seed's outputs, from the run folders config.toml lists
+    assert ev.run_dir("ns") == ev_dir / "runs" / "ns" / "seed_0"
+    assert "output missing" not in text
+
+
+def test_by_hole_area_plots_each_metric_in_lamas_bins(page, eval_dir):
+    text = page.read_text(encoding="utf-8")
+    assert "<h2>By hole area</h2>" in text and "by_area.png" in text
+    ev = report.read_eval_folder(eval_dir)
+    from diffinpaint.evaluation.columns import BIN_NAMES, per_bin_table
+
+    bins = per_bin_table(ev.frame, ev.models)
+    assert list(bins["bin"][:10]) == BIN_NAMES and BIN_NAMES[0] == "0-10%" and BIN_NAMES[-1] == "90-100%"
+    assert bins[bins["model"] == "telea"]["n_images"].sum() == len(IMAGES)
+    fractions = ev.frame[ev.frame["model"] == "telea"]["hole_fraction"]
+    expected = np.bincount(np.minimum((fractions * 10).astype(int), 9), minlength=10)
+    assert list(bins[bins["model"] == "telea"]["n_images"]) == list(expected)
+
+
+def test_the_report_deletes_only_its_own_assets(tmp_path):
+    ev_dir = build_eval(tmp_path)
+    (ev_dir / "report_assets").mkdir()
+    (ev_dir / "report_assets" / "notes.txt").write_text("mine")
+    (ev_dir / "report_assets" / "img9999.png").write_bytes(b"stale")
+    report.write_report(ev_dir, max_grid_images=1, n_worst=0)
+    names = {p.name for p in (ev_dir / "report_assets").iterdir()}
+    assert "notes.txt" in names and "img9999.png" not in names
 
 
 def test_paired_differences_see_a_model_that_is_worse_everywhere(eval_dir):
@@ -204,7 +303,7 @@ def test_missing_pixel_counts_fall_back_to_equal_weights_and_say_so(tmp_path):
     text = report.write_report(ev_dir, max_grid_images=2, n_worst=1).read_text(encoding="utf-8")
     assert "no n_hole_pixels column" in text
     assert "12.50" in text and "Inception weights were not given" not in text
-    assert len(img_srcs(ev_dir / "report.html")) == 1 + 2 * 4 + 2 * 3
+    assert len(img_srcs(ev_dir / "report.html")) == 2 + 2 * 4 + 2 * 3
 
 
 def test_missing_output_and_missing_dataset_still_give_a_page(tmp_path):
@@ -215,8 +314,8 @@ def test_missing_output_and_missing_dataset_still_give_a_page(tmp_path):
     shutil.rmtree(tmp_path / "data")
     text = report.write_report(ev_dir).read_text(encoding="utf-8")
     assert "could not be loaded" in text and "Per-image distributions" in text
-    assert len(img_srcs(ev_dir / "report.html")) == 1
-    assert sorted(p.name for p in (ev_dir / "report_assets").iterdir()) == ["distributions.png"]  # no stale files
+    assert len(img_srcs(ev_dir / "report.html")) == 2
+    assert sorted(p.name for p in (ev_dir / "report_assets").iterdir()) == ["by_area.png", "distributions.png"]
 
 
 def test_cli_prints_the_path(eval_dir, tmp_path, capsys):
@@ -225,7 +324,7 @@ def test_cli_prints_the_path(eval_dir, tmp_path, capsys):
     report.add_arguments(parser)
     assert report.main(parser.parse_args([str(copy), "--max-grid-images", "1", "--n-worst", "0"])) == 0
     assert capsys.readouterr().out.strip() == str(copy / "report.html")
-    assert len(img_srcs(copy / "report.html")) == 1 + 4
+    assert len(img_srcs(copy / "report.html")) == 2 + 4
 
 
 def test_missing_or_broken_inputs_are_one_clear_error(tmp_path, eval_dir):

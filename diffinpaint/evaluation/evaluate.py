@@ -1,19 +1,26 @@
-"""`diffinpaint eval`: run every model on the same images and masks, score the holes, write the tables.
+"""`diffinpaint eval`: run every model on the same images and masks, score them, write the tables.
 
-    EVAL/config.toml     data, models, settings, versions
-    EVAL/runs/<model>/   each model's run folder (reused when finished; --runs DIR puts them elsewhere)
-    EVAL/per_image.csv   model,image,rmse,ssim,label,n_holes,n_hole_pixels
-    EVAL/summary.csv     one row per model
-    EVAL/summary.json    [{"model", "n_images", "n_holes", "rmse", "ssim", "fid", "kid", ...}]
+    EVAL/.diffinpaint-eval   marks a folder eval wrote: the only non-empty --out eval writes into
+    EVAL/config.toml         data, models, seeds, run folders, settings, versions
+    EVAL/runs/<model>/       each model's run folder (reused when finished; --runs DIR puts them elsewhere);
+                             with --seeds a,b: runs/<model>/seed_<s>/ (deterministic models run once)
+    EVAL/per_image.csv       model,image,rmse,ssim,ssim_crop,lpips,psnr_full,ssim_full,lpips_full,label,seed,...
+    EVAL/per_bin.csv         model,bin,n_images,<per-image metrics> over LaMa's ten bins of hole area
+    EVAL/summary.csv/.json   one row per model (columns.py lists the metrics); null where not computable
     EVAL/report.html
 
-Under `accelerate launch` each process runs and scores its shard; per-image rows are gathered as objects
-(no padding, so nothing is counted twice) and only the main process computes FID/KID and writes files.
+The steps, in order:
+  1. check everything before any work: options, the out folder, each model (built, checked, freed: its
+     options, checkpoint, labels, training set against these images, stale run folders), the weights files;
+  2. run each model (and seed) into its run folder, one model in memory at a time;
+  3. score: each process its shard; hole metrics, whole-image metrics, LPIPS and Inception features of every
+     image and crop once; rows gathered as objects (no padding, so nothing is counted twice);
+  4. set metrics (FID, KID, P-IDS/U-IDS) and the summary on the main process, which alone writes files.
 """
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
+import gc
 import json
 import math
 import sys
@@ -22,21 +29,30 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import fid as fidlib
+from .columns import COLUMNS, PER_IMAGE, over_seeds, per_bin_table, per_image_summary
+from .leakage import TrainingSetCheck, check_training_set, dataset_fingerprints
+from .metrics import (RADIUS, box_hole_ssim, box_squared_error, box_ssim, image_psnr, image_ssim,
+                      mask_bounding_box, masked_squared_error, masked_ssim, masked_ssim_crop)
 from ..data import Dataset, Sample, load_rgb
-from .metrics import box_squared_error, box_ssim, masked_squared_error, masked_ssim
 from ..models import build_model, model_class
-from .metrics import RADIUS
-from ..util.files import atomic_write_text
-from ..runner import (RunSettings, SettingsChanged, library_versions, model_device,
+from ..runner import (RunSettings, SettingsChanged, check_config, check_out_dir, library_versions, model_device,
                       process_state, run, toml_safe)
 from ..util.errors import UserError
+from ..util.files import atomic_write_text
 
 # Below this many crops per side the 2048×2048 covariance is rank-deficient and FID is dominated by bias;
 # KID is unbiased and is the number to compare then.
 FID_MIN_CROPS = fidlib.FEATURE_DIM
+MARKER = ".diffinpaint-eval"
+MARKER_CONTENT = {"format": "diffinpaint-eval", "version": 1}
+# models whose output does not depend on the seed: run once whatever --seeds says (a model class may also say
+# so itself with a `deterministic` attribute)
+DETERMINISTIC = {"telea", "ns"}
+BATCH_PIXELS = 1 << 22  # pixels per scoring batch (16 images of 512²): bounds memory whatever the image size
 
 
 @dataclass
@@ -44,117 +60,310 @@ class EvalSettings:
     models: list[str]
     out: Path
     runs_dir: Path | None = None  # default EVAL/runs
-    fid: bool = True  # compute FID/KID when Inception weights are available
+    fid: bool = True  # compute the Inception metrics when weights are available
     fid_weights: Path | None = None  # the standard pt_inception-2015-12-05 file (offline machines)
+    lpips_weights: Path | None = None  # torchvision's alexnet-owt-7be5be79.pth (offline machines)
     cache_dir: Path | None = None  # ground-truth feature cache; default ~/.cache/diffinpaint/features
     report: bool = True  # write report.html
+    seeds: list[int] | None = None  # run every model once per seed; None = [run.seed]
+    allow_in_sample: bool = False  # score models trained on some of these images (marked in_sample)
     run: RunSettings = field(default_factory=RunSettings)
 
 
+@dataclass
+class ModelPlan:
+    name: str
+    seeds: list[int]
+    run_dirs: list[Path]
+    deterministic: bool
+    training: TrainingSetCheck
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def check_eval_out(out: Path, dataset: Dataset) -> None:
+    """--out must be new, empty, or a folder eval wrote (its marker file); anything else is left untouched."""
+    out = Path(out)
+    data, resolved = dataset.root.resolve(), out.resolve()
+    if resolved == data or data in resolved.parents:
+        raise UserError(f"--out {out} is inside the dataset folder {dataset.root}; choose an --out outside it")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a new folder")
+    if out.is_dir() and any(out.iterdir()) and not is_eval_folder(out):
+        raise UserError(f"--out {out} is a non-empty folder that `diffinpaint eval` did not write (no {MARKER}); "
+                        "choose a new --out")
+
+
+def is_eval_folder(path: Path) -> bool:
+    try:
+        return json.loads((Path(path) / MARKER).read_text(encoding="utf-8")) == MARKER_CONTENT
+    except (OSError, ValueError):
+        return False
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` -> [0, 1, 2]; refuses empty lists, non-integers and repeats."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text}: give whole numbers separated by commas, e.g. --seeds 0,1,2") from None
+    if not seeds:
+        raise UserError("--seeds is empty; give whole numbers separated by commas, e.g. --seeds 0,1,2")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise UserError(f"--seeds {text}: seed {repeated[0]} is given twice; give each seed once")
+    return seeds
+
+
+def is_deterministic(name: str) -> bool:
+    declared = getattr(model_class(name), "deterministic", None)
+    return bool(declared) if declared is not None else name in DETERMINISTIC
+
+
+def _free(model) -> None:
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def plan_models(dataset: Dataset, settings: EvalSettings, model_options: Mapping[str, Any], device: str, state,
+                log) -> list[ModelPlan]:
+    """Build, check and free every model, so bad input fails before hours of runs."""
+    seeds = settings.seeds or [settings.run.seed]
+    runs_dir = Path(settings.runs_dir) if settings.runs_dir else Path(settings.out) / "runs"
+    fingerprints: dict[str, str] = {}
+
+    def evaluated_fingerprints() -> dict[str, str]:
+        if not fingerprints:
+            fingerprints.update(dataset_fingerprints(dataset.samples, state))
+        return fingerprints
+
+    plans = []
+    for name in settings.models:
+        deterministic = is_deterministic(name)
+        model_seeds = seeds[:1] if deterministic else seeds
+        run_dirs = ([runs_dir / name] if len(model_seeds) == 1 else
+                    [runs_dir / name / f"seed_{s}" for s in model_seeds])
+        model = build_model(name, model_options, device=device)
+        try:
+            model.check_labels(dataset.labels)
+            training = check_training_set(name, model, evaluated_fingerprints,
+                                          allow_in_sample=settings.allow_in_sample, log=log)
+            for seed, run_dir in zip(model_seeds, run_dirs):
+                check_out_dir(run_dir, dataset)
+                check_config(run_dir, model, dataclasses.replace(settings.run, seed=seed))
+        except SettingsChanged as err:  # e.g. a retrained checkpoint: say how to redo this model's run
+            raise UserError(f"{err.out_dir} holds {name} outputs made with other settings ({err.details}); "
+                            f"delete that folder to redo {name}, or pass --runs with a new folder") from None
+        finally:
+            _free(model)
+        plans.append(ModelPlan(name, model_seeds, run_dirs, deterministic, training))
+    return plans
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
 def _tensor(images: list[np.ndarray]) -> torch.Tensor:
-    """uint8 N×3×H×W: the metrics do exact integer RMSE and convert only hole crops to float for SSIM."""
+    """uint8 N×3×H×W: RMSE is exact integer arithmetic and only what SSIM/LPIPS read becomes float."""
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
 
 
-def score_samples(samples: list[Sample], run_dir: Path, model: str) -> list[dict]:
-    """Per-image rows for one model; images of equal size are scored together."""
-    rows = []
+def _crop_boxes(sample: Sample, mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The crops LPIPS and FID see: each box, or the bounding box of a free-form hole."""
+    if sample.boxes:
+        return list(sample.boxes)
+    box = mask_bounding_box(torch.from_numpy(mask))
+    return [box] if box else []
+
+
+def _crops(image: np.ndarray, boxes) -> list[np.ndarray]:
+    return [image[y : y + h, x : x + w] for x, y, w, h in boxes]
+
+
+def _batches(samples: list[Sample]) -> list[list[Sample]]:
+    """Same-size images, about BATCH_PIXELS pixels per batch."""
     groups: dict[tuple[int, int], list[Sample]] = {}
     for s in samples:
         groups.setdefault((s.width, s.height), []).append(s)
-    for group in groups.values():
-        for start in range(0, len(group), 64):
-            batch = group[start : start + 64]
-            target = _tensor([s.load_image() for s in batch])
-            preds = _tensor([load_rgb(run_dir / "images" / s.output_relpath, s.max_pixels) for s in batch])
-            masks = torch.from_numpy(np.stack([s.load_mask() for s in batch])).unsqueeze(1)
+    batches = []
+    for (w, h), group in groups.items():
+        size = max(1, BATCH_PIXELS // (w * h))
+        batches += [group[k : k + size] for k in range(0, len(group), size)]
+    return batches
+
+
+class Scorer:
+    """Per-image metrics of one run folder on this process's shard; LPIPS and Inception are optional."""
+
+    def __init__(self, device: str, lpips=None, inception: fidlib.InceptionFeatures | None = None):
+        self.device, self.lpips, self.inception = device, lpips, inception
+
+    def features(self, images: list[np.ndarray], crop_lists: list[list[np.ndarray]]):
+        """Inception features of whole images and their crops, in one pass: (whole N×2048, [K_i×2048])."""
+        counts = [len(c) for c in crop_lists]
+        feats = self.inception([*images, *[c for crops in crop_lists for c in crops]]).float().numpy()
+        whole, rest = feats[: len(images)], feats[len(images) :]
+        split = np.split(rest, np.cumsum(counts)[:-1]) if counts else []
+        return whole, split
+
+    def score(self, samples: list[Sample], image_dir: Path, model: str, seed: int) -> list[dict]:
+        rows = []
+        for batch in _batches(samples):
+            gts = [s.load_image() for s in batch]
+            outs = [load_rgb(image_dir / s.output_relpath, s.max_pixels) for s in batch]
+            masks_np = [s.load_mask() for s in batch]
+            target, preds = _tensor(gts).to(self.device), _tensor(outs).to(self.device)
+            masks = torch.from_numpy(np.stack(masks_np)).unsqueeze(1).to(self.device)
+            crop_boxes = [_crop_boxes(s, m) for s, m in zip(batch, masks_np)]
+            # hole only
             if batch[0].boxes:
-                sse, count = box_squared_error(preds, target, [s.boxes for s in batch])
-                per_hole = box_ssim(preds, target, [s.boxes for s in batch])
+                boxes = [s.boxes for s in batch]
+                sse, count = box_squared_error(preds, target, boxes)
+                ssim = box_hole_ssim(preds, target, boxes)
+                ssim_crop = box_ssim(preds, target, boxes)
             else:
                 sse, count = masked_squared_error(preds, target, masks)
-                per_hole = [[v] for v in masked_ssim(preds, target, masks).tolist()]
+                ssim = [[v] for v in masked_ssim(preds, target, masks).tolist()]
+                ssim_crop = [[v] for v in masked_ssim_crop(preds, target, masks).tolist()]
+            lpips = self.lpips.crops(preds, target, crop_boxes) if self.lpips else [[math.nan]] * len(batch)
+            # whole image
+            psnr_full = image_psnr(preds, target).tolist()
+            ssim_full = image_ssim(preds, target).tolist()
+            lpips_full = self.lpips(preds, target).tolist() if self.lpips else [math.nan] * len(batch)
+            if self.inception is not None:
+                whole_features, crop_features = self.features(outs, [_crops(o, b) for o, b in zip(outs, crop_boxes)])
+            sse, count = sse.cpu(), count.cpu()
             for i, s in enumerate(batch):
-                rows.append({"model": model, "image": s.image_id, "label": s.label or "",
-                             "n_holes": len(per_hole[i]), "n_hole_pixels": int(masks[i].sum().item()),
-                             "rmse": math.sqrt(sse[i].item() / count[i].item()), "ssim": float(np.mean(per_hole[i])),
-                             "_sse": sse[i].item(), "_count": count[i].item(), "_ssim_sum": float(np.sum(per_hole[i]))})
-    return rows
+                holes = int(masks_np[i].sum())
+                row = {"model": model, "image": s.image_id, "seed": seed, "label": s.label or "",
+                       "n_holes": len(ssim[i]), "n_hole_pixels": holes, "hole_fraction": holes / masks_np[i].size,
+                       "rmse": math.sqrt(sse[i].item() / count[i].item()), "ssim": _mean(ssim[i]),
+                       "ssim_crop": _mean(ssim_crop[i]), "lpips": _mean(lpips[i]), "psnr_full": psnr_full[i],
+                       "ssim_full": ssim_full[i], "lpips_full": lpips_full[i]}
+                if self.inception is not None:
+                    row["_whole_features"], row["_crop_features"] = whole_features[i], crop_features[i]
+                rows.append(row)
+        return rows
+
+    def real_features(self, samples: list[Sample]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(image id, whole 2048, crops K×2048) of the ground truth, for this process's shard."""
+        out = []
+        for batch in _batches(samples):
+            gts = [s.load_image() for s in batch]
+            crops = [_crops(g, _crop_boxes(s, s.load_mask())) for g, s in zip(gts, batch)]
+            whole, split = self.features(gts, crops)
+            out += [(s.image_id, whole[i], split[i]) for i, s in enumerate(batch)]
+        return out
 
 
-def summarise(model: str, rows: list[dict]) -> dict[str, Any]:
-    sse = sum(r["_sse"] for r in rows)
-    count = sum(r["_count"] for r in rows)
-    holes = sum(r["n_holes"] for r in rows)
-    return {"model": model, "n_images": len(rows), "n_holes": holes, "rmse": math.sqrt(sse / count),
-            "ssim": sum(r["_ssim_sum"] for r in rows) / holes}
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
-def _crops(samples: list[Sample], image_dir: Path | None) -> list[np.ndarray]:
-    crops = []
-    for s in samples:
-        image = s.load_image() if image_dir is None else load_rgb(image_dir / s.output_relpath, s.max_pixels)
-        crops.extend(fidlib.hole_crops(image, s.boxes, None if s.boxes else s.load_mask()))
-    return crops
+def _gather(state, items: list) -> list:
+    from accelerate.utils import gather_object
+
+    return gather_object(items) if state.num_processes > 1 else items
 
 
-def fid_scores(dataset: Dataset, run_dirs: Mapping[str, Path], settings: EvalSettings, device: str, log,
-               extractor: fidlib.InceptionFeatures | None = None) -> dict[str, dict[str, Any]]:
-    """model -> {"fid", "kid", "kid_std", "n_fid_crops", "fid_note"}; missing values are None."""
-    def missing(reason: str) -> dict[str, dict[str, Any]]:
-        return {m: {"fid": None, "kid": None, "kid_std": None, "n_fid_crops": 0, "fid_note": reason}
-                for m in run_dirs}
-
-    if not settings.fid:
-        return missing("FID/KID disabled (--no-fid)")
-    if dataset.n_holes < 2:
-        log("warning: FID/KID missing: they need at least 2 hole crops")
-        return missing("FID/KID need at least 2 hole crops")
-    try:
-        extractor = extractor or fidlib.InceptionFeatures(settings.fid_weights, device=device)
-    except fidlib.FIDUnavailable as err:
-        log(f"warning: FID/KID missing: {err}; pass --fid-weights {fidlib.WEIGHTS_NAMES[0]} to compute them")
-        return missing(f"{err}; pass --fid-weights {fidlib.WEIGHTS_NAMES[0]} to compute FID/KID")
-    key = fidlib.feature_cache_key(extractor.weights_sha256, fidlib.dataset_fingerprint(dataset.samples))
-    real = fidlib.cached_features(settings.cache_dir or fidlib.default_cache_dir(), key,
-                                  lambda: extractor(_crops(dataset.samples, None)))
-    if len(real) < FID_MIN_CROPS:
-        log(f"warning: FID over {len(real)} crops (< {FID_MIN_CROPS}, the feature dimension) is strongly biased "
-            "and unstable; compare models by KID")
-    scores = {}
-    for model, run_dir in run_dirs.items():
-        fake = extractor(_crops(dataset.samples, run_dir / "images"))
-        kid, kid_std = fidlib.kernel_inception_distance(fake, real)
-        scores[model] = {"fid": fidlib.frechet_distance(fake, real), "kid": kid, "kid_std": kid_std,
-                         "n_fid_crops": len(fake),
-                         "fid_note": "" if len(real) >= FID_MIN_CROPS else "few crops: trust KID over FID"}
-    return scores
+# ---------------------------------------------------------------------------------------------- set metrics
 
 
-def _csv_text(rows: list[dict], columns: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else repr(row[k]) if isinstance(row.get(k), float)
-                             else row[k]) for k in columns})
-    return buffer.getvalue()
+def _missing(note: str) -> dict[str, Any]:
+    return {"fid": None, "kid": None, "kid_std": None, "fid_full": None, "kid_full": None, "kid_full_std": None,
+            "pids": None, "uids": None, "n_fid_crops": 0, "n_fid_images": 0, "fid_note": note}
 
 
-PER_IMAGE_COLUMNS = ["model", "image", "rmse", "ssim", "label", "n_holes", "n_hole_pixels"]  # contract first
-SUMMARY_COLUMNS = ["model", "n_images", "n_holes", "rmse", "ssim", "fid", "kid", "kid_std", "n_fid_crops",
-                   "fid_note"]
+def set_metrics(fake_whole: np.ndarray, fake_crops: np.ndarray, real_whole: np.ndarray, real_crops: np.ndarray
+                ) -> dict[str, Any]:
+    """FID, KID (crops and whole images) and P-IDS/U-IDS for one model and seed."""
+    out = _missing("")
+    notes = []
+    for prefix, fake, real, unit in (("", fake_crops, real_crops, "crops"),
+                                     ("_full", fake_whole, real_whole, "images")):
+        f, r = torch.from_numpy(fake).double(), torch.from_numpy(real).double()
+        if len(f) >= 2:
+            out[f"fid{prefix}"] = fidlib.frechet_distance(f, r)
+        if fidlib.kid_subset_size(len(f)) >= 2:
+            out[f"kid{prefix}"], out[f"kid{prefix}_std"] = fidlib.kernel_inception_distance(f, r)
+        else:
+            notes.append(f"KID needs at least 4 {unit}")
+        if len(f) < FID_MIN_CROPS:
+            notes.append(f"{len(f)} {unit} (< {FID_MIN_CROPS}): FID{prefix.replace('_', ' ')} is biased, trust KID")
+    out["n_fid_crops"], out["n_fid_images"] = len(fake_crops), len(fake_whole)
+    if len(fake_whole) >= 2:
+        out["pids"], out["uids"], converged = fidlib.inception_discriminative_scores(
+            torch.from_numpy(real_whole), torch.from_numpy(fake_whole))
+        if not converged:
+            notes.append("the P-IDS/U-IDS SVM did not converge")
+        if len(fake_whole) < FID_MIN_CROPS:
+            notes.append("P-IDS/U-IDS over fewer images than feature dimensions: the SVM separates almost anything")
+    out["fid_note"] = "; ".join(notes)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+PER_IMAGE_COLUMNS = ["model", "image", *PER_IMAGE, "label", "seed", "n_holes", "n_hole_pixels", "hole_fraction"]
+SET_FIELDS = ["kid_std", "kid_full_std", "n_fid_crops", "n_fid_images"]
+SUMMARY_COLUMNS = ["model", "n_images", "n_holes", *[c.name for c in COLUMNS], *SET_FIELDS, "n_seeds", "seeds",
+                   "deterministic", *[f"{c.name}_seed_sd" for c in COLUMNS], "in_sample", "n_train_overlap",
+                   "training_set", "fid_note", "lpips_note"]
+
+
+def _csv(frame: pd.DataFrame, columns: list[str]) -> str:
+    # pandas writes Python floats at full precision (repr), None/NaN as empty cells
+    return frame.reindex(columns=columns).to_csv(index=False, lineterminator="\n", na_rep="")
 
 
 def format_table(summary: list[dict]) -> str:
     def cell(value):
         return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    columns = ["model", "n_images", "n_holes", "rmse", "ssim", "fid", "kid"]
-    table = [columns] + [[cell(row.get(c)) for c in columns] for row in summary]
+    columns = ["model", "n_images", "rmse", "ssim", "lpips", "fid", "kid", "psnr_full", "ssim_full", "lpips_full",
+               "fid_full"]
+    table = [columns] + [[cell(row.get(c)) + ("*" if c == "model" and row.get("in_sample") else "")
+                          for c in columns] for row in summary]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    return "\n".join("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
-                     for r in table)
+    lines = ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in table]
+    if any(row.get("in_sample") for row in summary):
+        lines.append("* in-sample: scored on images it was trained on (--allow-in-sample)")
+    return "\n".join(lines)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def summarise(plan: ModelPlan, rows: pd.DataFrame, set_scores: list[dict[str, Any]], lpips_note: str
+              ) -> dict[str, Any]:
+    """One model's summary row: per-seed values averaged over seeds, with their spread."""
+    first = rows[rows["seed"] == plan.seeds[0]]
+    row: dict[str, Any] = {"model": plan.name, "n_images": int(len(first)), "n_holes": int(first["n_holes"].sum())}
+    spread = per_image_summary(rows)
+    for column in COLUMNS:
+        if column.per_image:
+            row[column.name], row[f"{column.name}_seed_sd"] = spread[column.name]
+        else:
+            row[column.name], row[f"{column.name}_seed_sd"] = over_seeds([s[column.name] for s in set_scores])
+    for key in SET_FIELDS:  # KID's spread over subsets and the counts: the first seed's
+        row[key] = set_scores[0][key]
+    row["fid_note"] = set_scores[0]["fid_note"]
+    row["lpips_note"] = lpips_note
+    row["n_seeds"], row["seeds"] = len(plan.seeds), ",".join(map(str, plan.seeds))
+    row["deterministic"] = plan.deterministic  # run once whatever --seeds says
+    row.update(plan.training.summary_fields())
+    return {k: _finite_or_none(v) for k, v in row.items()}
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
 
 
 def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[str, Any], *, state=None,
@@ -166,67 +375,105 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
     out = Path(settings.out)
     runs_dir = Path(settings.runs_dir) if settings.runs_dir else out / "runs"
 
-    # 1. Check inputs: every model name and option, the holes and the FID weights file, before any work
+    # 1. Check everything before any work
     for name in settings.models:
         model_class(name)
     if len(set(settings.models)) != len(settings.models):
         raise UserError(f"--models {','.join(settings.models)}: a model is named twice")
+    if settings.seeds is not None and len(set(settings.seeds)) != len(settings.seeds):
+        raise UserError(f"--seeds {','.join(map(str, settings.seeds))}: a seed is given twice; give each seed once")
     if settings.run.feather:
         raise UserError(f"--feather {settings.run.feather} blends the ground truth into the scored holes and would "
-                         "inflate every score; use --feather with `diffinpaint run` only")
+                        "inflate every score; use --feather with `diffinpaint run` only")
     window = 2 * RADIUS + 1
     small = [s.image_id for s in dataset.samples if any(w < window or h < window for *_, w, h in s.boxes)]
     if small:
         raise UserError(f"masks.csv: {len(small)} image(s) have holes smaller than SSIM's {window}x{window} window "
-                         f"(first: images/{small[0]}); make the holes at least {window} pixels wide and high")
+                        f"(first: images/{small[0]}); make the holes at least {window} pixels wide and high")
+    tiny = [s.image_id for s in dataset.samples if min(s.width, s.height) < window]
+    if tiny:
+        raise UserError(f"images/{tiny[0]} is smaller than SSIM's {window}x{window} window ({len(tiny)} such "
+                        "image(s)); use images at least 11 pixels wide and high")
+    check_eval_out(out, dataset)
     device = model_device(state, settings.run.device)
-    extractor = None
-    if settings.fid and settings.fid_weights is not None:
-        # loaded now, on every rank alike (a rank failing alone would hang the others at a barrier), so a bad
-        # weights file fails before hours of runs; the main rank uses it for the scores
-        extractor = fidlib.InceptionFeatures(settings.fid_weights, device=device)
-    models = {name: build_model(name, model_options, device=device) for name in settings.models}
-    for model in models.values():
-        model.check_labels(dataset.labels)
-
-    # 2. Run (or resume, or reuse) each model into its run folder
-    run_dirs = {}
-    for name, model in models.items():
-        run_dirs[name] = runs_dir / name
+    # the weights are loaded now, on every rank alike (a rank failing alone would hang the others at a
+    # barrier), so a bad file fails before hours of runs; every rank scores its shard with them
+    inception, fid_note = None, ""
+    if not settings.fid:
+        fid_note = "Inception metrics disabled (--no-fid)"
+    elif dataset.n_holes < 2:
+        fid_note = "FID/KID need at least 2 hole crops"
+        log(f"warning: FID/KID missing: {fid_note}")
+    else:
         try:
-            run(model, dataset, run_dirs[name], settings.run, state=state, log=log)
-        except SettingsChanged as err:  # e.g. a retrained checkpoint: say how to redo this model's run
-            raise UserError(f"{err.out_dir} holds {name} outputs made with other settings ({err.details}); "
-                             f"delete that folder to redo {name}, or pass --runs with a new folder") from None
+            inception = fidlib.InceptionFeatures(settings.fid_weights, device=device)
+        except fidlib.FIDUnavailable as err:
+            fid_note = f"{err}; pass --fid-weights {fidlib.WEIGHTS_NAMES[0]} to compute FID/KID/P-IDS/U-IDS"
+            log(f"warning: FID/KID missing: {fid_note}")
+    lpips, lpips_note = _load_lpips(settings, device, log)
+    plans = plan_models(dataset, settings, model_options, device, state, log)
+
+    # 2. Run each model (and seed), one model in memory at a time
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / MARKER, json.dumps(MARKER_CONTENT) + "\n")
+    state.wait_for_everyone()
+    for plan in plans:
+        model = build_model(plan.name, model_options, device=device)
+        try:
+            for seed, run_dir in zip(plan.seeds, plan.run_dirs):
+                run(model, dataset, run_dir, dataclasses.replace(settings.run, seed=seed), state=state, log=log)
+        finally:
+            _free(model)
 
     # 3. Score: each process its shard, rows gathered as objects (no padded duplicates)
-    from accelerate.utils import gather_object
-
+    scorer = Scorer(device, lpips, inception)
     with state.split_between_processes(list(dataset.samples)) as shard:
         shard = list(shard)
-    local_rows = [row for name in models for row in score_samples(shard, run_dirs[name], name)]
-    rows = gather_object(local_rows) if state.num_processes > 1 else local_rows
+    local = [row for plan in plans for seed, run_dir in zip(plan.seeds, plan.run_dirs)
+             for row in scorer.score(shard, run_dir / "images", plan.name, seed)]
+    rows = _gather(state, local)
+    real = _real_features(dataset, scorer, shard, settings, state) if inception is not None else None
     if not state.is_main_process:
         state.wait_for_everyone()
         return []
 
+    # 4. Tables and set metrics (main process only)
     order = {s.image_id: i for i, s in enumerate(dataset.samples)}
-    rows.sort(key=lambda r: (settings.models.index(r["model"]), order[r["image"]]))
-    summary = [summarise(name, [r for r in rows if r["model"] == name]) for name in settings.models]
-    scores = fid_scores(dataset, run_dirs, settings, device, log, extractor)
-    for row in summary:
-        row.update(scores[row["model"]])
+    model_order = {name: i for i, name in enumerate(settings.models)}
+    rows.sort(key=lambda r: (model_order[r["model"]], r["seed"], order[r["image"]]))
+    summary = []
+    frame = pd.DataFrame.from_records([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    for plan in plans:
+        set_scores = []
+        for seed in plan.seeds:
+            mine = [r for r in rows if r["model"] == plan.name and r["seed"] == seed]
+            if inception is None:
+                set_scores.append(_missing(fid_note))
+                continue
+            set_scores.append(set_metrics(np.stack([r["_whole_features"] for r in mine]),
+                                          np.concatenate([r["_crop_features"] for r in mine]), *real))
+        summary.append(summarise(plan, frame[frame["model"] == plan.name], set_scores, lpips_note))
+    if inception is not None and real[1].shape[0] < FID_MIN_CROPS:
+        log(f"warning: FID over {real[1].shape[0]} crops (< {FID_MIN_CROPS}, the feature dimension) is strongly "
+            "biased and unstable; compare models by KID")
 
-    # 4. Write the eval folder (main process only)
-    out.mkdir(parents=True, exist_ok=True)
+    # 5. Write the eval folder
     config = {"data": str(dataset.root.resolve()), "models": settings.models, "runs_dir": str(runs_dir.resolve()),
+              "seeds": settings.seeds or [settings.run.seed],
+              "run_dirs": {p.name: [str(d.resolve()) for d in p.run_dirs] for p in plans},
               "max_pixels": max((s.max_pixels for s in dataset.samples), default=0),
               "settings": toml_safe({k: v for k, v in asdict(settings).items() if k not in ("models", "run")}),
               "run": toml_safe(asdict(settings.run)), "model_options": toml_safe(dict(model_options)),
+              "weights": {"inception_sha256": inception.weights_sha256 if inception else "none",
+                          "lpips_sha256": lpips.weights_sha256 if lpips else "none"},
               "num_processes": state.num_processes, "versions": library_versions()}
     atomic_write_text(out / "config.toml", tomli_w.dumps(toml_safe(config)))
-    atomic_write_text(out / "per_image.csv", _csv_text(rows, PER_IMAGE_COLUMNS))
-    atomic_write_text(out / "summary.csv", _csv_text(summary, SUMMARY_COLUMNS))
+    atomic_write_text(out / "per_image.csv", _csv(frame, PER_IMAGE_COLUMNS))
+    atomic_write_text(out / "per_bin.csv", _csv(per_bin_table(frame, settings.models),
+                                                ["model", "bin", "n_images", *PER_IMAGE]))
+    summary_frame = pd.DataFrame.from_records(summary)
+    atomic_write_text(out / "summary.csv", _csv(summary_frame, SUMMARY_COLUMNS))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if settings.report:
         try:
@@ -238,3 +485,31 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
                 f"`diffinpaint report {out}`")
     state.wait_for_everyone()
     return summary
+
+
+def _load_lpips(settings: EvalSettings, device: str, log):
+    from .lpips import LPIPS, LPIPSUnavailable, WEIGHTS_NAME
+
+    try:
+        return LPIPS(settings.lpips_weights, device=device), ""
+    except LPIPSUnavailable as err:
+        note = f"{err}; pass --lpips-weights {WEIGHTS_NAME} to compute LPIPS"
+        log(f"warning: LPIPS missing: {note}")
+        return None, note
+
+
+def _real_features(dataset: Dataset, scorer: Scorer, shard: list[Sample], settings: EvalSettings, state):
+    """Ground-truth Inception features (whole N×2048, crops K×2048) in dataset order, cached across evals under a
+    key naming the weights, the resize and crop rules and the dataset's content."""
+    key = fidlib.feature_cache_key(scorer.inception.weights_sha256, fidlib.dataset_fingerprint(dataset.samples))
+    path = fidlib.cache_path(settings.cache_dir, key)
+    cached = fidlib.load_cached(path)
+    usable = cached is not None and {"whole", "crops"} <= set(cached)
+    if all(_gather(state, [usable])):  # every rank must take the same branch (collectives below)
+        return cached["whole"].numpy(), cached["crops"].numpy()
+    parts = {image_id: (whole, crops) for image_id, whole, crops in _gather(state, scorer.real_features(shard))}
+    whole = np.stack([parts[s.image_id][0] for s in dataset.samples])
+    crops = np.concatenate([parts[s.image_id][1] for s in dataset.samples])
+    if state.is_main_process:
+        fidlib.save_cached(path, {"whole": torch.from_numpy(whole), "crops": torch.from_numpy(crops)})
+    return whole, crops

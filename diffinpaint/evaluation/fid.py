@@ -1,7 +1,10 @@
-"""Masked FID and KID on hole crops, with torch-fidelity's Inception-v3 (the standard FID network).
+"""Inception metrics with torch-fidelity's Inception-v3 (the standard FID network): FID and KID on hole crops
+(`fid`, `kid`) and on whole composited images (`fid_full`, `kid_full`), and CoModGAN's paired / unpaired
+Inception discriminative scores (`pids`, `uids`) from the same whole-image features.
 
-Feature pipeline (DESIGN.md): each hole crop (uint8) -> PIL bicubic resize to 299×299 -> torch-fidelity's
-FeatureExtractorInceptionV3, feature '2048' (pool3). Free-form masks use the bounding box of each image's hole.
+Feature pipeline (DESIGN.md): each hole crop or whole image (uint8) -> PIL bicubic resize to 299×299 ->
+torch-fidelity's FeatureExtractorInceptionV3, feature '2048' (pool3). Free-form masks use the bounding box of
+each image's hole. eval computes each image's and each crop's features once and every metric reuses them.
 
 Weights: `--fid-weights PATH` names the standard file (pt_inception-2015-12-05-6726825d.pth as pytorch-fid
 distributes it, or weights-inception-2015-12-05-6726825d.pth as torch-fidelity does: the same tensors). It is
@@ -25,24 +28,18 @@ import numpy as np
 import torch
 from PIL import Image
 from ..util.errors import UserError
+from ..util.files import sha256_file
 
 WEIGHTS_NAMES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
 EXTRACTOR = "torch-fidelity FeatureExtractorInceptionV3 feature 2048 (pool3)"
 RESIZE_RULE = "PIL bicubic to 299x299 from uint8"
 CROP_RULE = "box holes: each hole's rectangle; free-form masks: bounding box of the image's hole pixels"
+WHOLE_RULE = "whole image"
 FEATURE_DIM = 2048
 
 
 class FIDUnavailable(RuntimeError):
     """No Inception weights: FID/KID are reported missing, everything else still runs."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _find_weights(weights: str | Path | None) -> Path:
@@ -122,30 +119,73 @@ def frechet_distance(features_1: torch.Tensor, features_2: torch.Tensor) -> floa
 
     Tr((S1 S2)^1/2) is the sum of square roots of the eigenvalues of S1 S2 (real and >= 0 in exact arithmetic
     since S1 S2 is similar to a PSD matrix); this avoids scipy's sqrtm, which is slow and unstable for the
-    rank-deficient covariances of small sets. The tests hold it to scipy.linalg.sqrtm.
+    rank-deficient covariances of small sets. With fewer samples than dimensions it is cheaper still: with
+    centred features A1, A2 (n×d), S1 S2 = A1ᵀ(A1 A2ᵀ)A2 / ((n1-1)(n2-1)) has the same non-zero eigenvalues as
+    M Mᵀ / ((n1-1)(n2-1)) with M = A1 A2ᵀ (n1×n2), so the trace is M's singular values summed: an n1×n2 SVD
+    instead of a 2048×2048 eigenproblem. The tests hold both routes to scipy.linalg.sqrtm.
     """
     f1, f2 = features_1.double(), features_2.double()
-    if len(f1) < 2 or len(f2) < 2:
+    n1, n2 = len(f1), len(f2)
+    if n1 < 2 or n2 < 2:
         raise ValueError("FID needs at least 2 crops on each side")
     mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = torch.cov(f1.T), torch.cov(f2.T)
-    eigenvalues = torch.linalg.eigvals(s1 @ s2)
-    tr_covmean = eigenvalues.sqrt().real.sum()
-    return float((mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * tr_covmean)
+    a1, a2 = f1 - mu1, f2 - mu2
+    trace_1, trace_2 = a1.square().sum() / (n1 - 1), a2.square().sum() / (n2 - 1)
+    if min(n1, n2) < f1.shape[1]:
+        tr_covmean = torch.linalg.svdvals(a1 @ a2.T).sum() / ((n1 - 1) * (n2 - 1)) ** 0.5
+    else:
+        s1, s2 = a1.T @ a1 / (n1 - 1), a2.T @ a2 / (n2 - 1)
+        tr_covmean = torch.linalg.eigvals(s1 @ s2).sqrt().real.sum()
+    return float((mu1 - mu2).square().sum() + trace_1 + trace_2 - 2 * tr_covmean)
+
+
+def kid_subset_size(n: int, cap: int = 1000) -> int:
+    """min(cap, n // 2): subsets of the whole set (today's old rule) all hold the same points, so the spread
+    over subsets is ~0 and says nothing; half the set gives subsets that really differ."""
+    return min(cap, n // 2)
 
 
 def kernel_inception_distance(features_1: torch.Tensor, features_2: torch.Tensor, subsets: int = 100,
                               subset_size: int = 1000, seed: int = 2020) -> tuple[float, float]:
-    """Unbiased MMD² with the cubic polynomial kernel over random subsets (torch-fidelity's KID)."""
+    """Unbiased MMD² with the cubic polynomial kernel over random subsets of min(subset_size, n/2) features
+    (torch-fidelity's KID); returns (mean, std over subsets)."""
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
-    size = min(subset_size, len(features_1), len(features_2))
+    size = kid_subset_size(min(len(features_1), len(features_2)), subset_size)
     if size < 2:
-        raise ValueError("KID needs at least 2 crops on each side")
+        raise ValueError("KID needs at least 4 features on each side (subsets of half the set, at least 2)")
     out = kid_features_to_metric(features_1.double(), features_2.double(), kid_subsets=subsets,
                                  kid_subset_size=size, kid_kernel="poly", kid_degree=3, kid_gamma=None,
                                  kid_coef0=1, rng_seed=seed, verbose=False)
     return out[KEY_METRIC_KID_MEAN], out[KEY_METRIC_KID_STD]
+
+
+def inception_discriminative_scores(real: torch.Tensor, fake: torch.Tensor) -> tuple[float, float, bool]:
+    """CoModGAN's (P-IDS, U-IDS, converged) from paired real/fake features (row i of each = image i).
+
+    A linear SVM (scikit-learn's LinearSVC, primal solver, as co-mod-gan's metrics/inception_discriminative_score
+    .py) is fit to tell real (1) from fake (0) on all features. U-IDS = its error rate on them; P-IDS = the share
+    of pairs where the fake image scores as more real than its own ground truth. Both are 0 for outputs the SVM
+    tells apart perfectly and approach 0.5 for outputs it cannot.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    if len(real) != len(fake) or len(real) < 2:
+        raise ValueError("P-IDS/U-IDS need at least 2 paired real and fake images")
+    real_np, fake_np = real.double().numpy(), fake.double().numpy()
+    inputs = np.concatenate([real_np, fake_np])
+    targets = np.array([1] * len(real_np) + [0] * len(fake_np))
+    svm = LinearSVC(dual=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        svm.fit(inputs, targets)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    uids = 1.0 - float(svm.score(inputs, targets))
+    pids = float(np.mean(svm.decision_function(fake_np) > svm.decision_function(real_np)))
+    return pids, uids, converged
 
 
 # ---------------------------------------------------------------------------------------------- cache
@@ -161,7 +201,7 @@ def dataset_fingerprint(samples: Iterable) -> str:
 
 def feature_cache_key(weights_sha256: str, fingerprint: str) -> str:
     spec = {"extractor": EXTRACTOR, "weights_sha256": weights_sha256, "resize": RESIZE_RULE,
-            "crop": CROP_RULE, "dataset": fingerprint}
+            "crop": CROP_RULE, "whole": WHOLE_RULE, "dataset": fingerprint}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -170,19 +210,28 @@ def default_cache_dir() -> Path:
     return Path(base) / "diffinpaint" / "features"
 
 
-def cached_features(cache_dir: Path, key: str, compute) -> torch.Tensor:
-    from safetensors.torch import load_file, save
+def cache_path(cache_dir: Path | None, key: str) -> Path:
+    return Path(cache_dir or default_cache_dir()) / f"gt-{key}.safetensors"
+
+
+def load_cached(path: Path) -> dict[str, torch.Tensor] | None:
+    """The cached ground-truth features, or None when absent or damaged (then they are recomputed)."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        return load_file(path)
+    except Exception:
+        return None
+
+
+def save_cached(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save
 
     from ..util.files import atomic_write_bytes
 
-    path = Path(cache_dir) / f"gt-{key}.safetensors"
-    if path.is_file():
-        try:
-            return load_file(path)["features"]
-        except Exception:
-            pass  # a damaged cache entry is recomputed
-    features = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, save({"features": features.contiguous()},
-                                  metadata={"extractor": EXTRACTOR, "resize": RESIZE_RULE, "crop": CROP_RULE}))
-    return features
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()},
+                                  metadata={"extractor": EXTRACTOR, "resize": RESIZE_RULE, "crop": CROP_RULE,
+                                            "whole": WHOLE_RULE}))

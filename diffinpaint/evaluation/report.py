@@ -1,46 +1,56 @@
 """The evaluation report: one static HTML page over an eval folder (`diffinpaint report EVAL`).
 
     EVAL/report.html          opens from disk: no server, no network, no scripts
-    EVAL/report_assets/*.png  thumbnails and plots it shows (rewritten on every call)
+    EVAL/report_assets/*.png  thumbnails and plots it shows (its own files rewritten on every call)
 
 The page reads top to bottom:
-  1. summary per model (summary.json) with bootstrap 95% CIs for rmse and ssim, fid/kid as measured
-  2. paired differences between models on the images both scored (mean difference with CI, wins)
-  3. per-label breakdown
-  4. distributions of per-image rmse and ssim (box + strip plot)
-  5. comparison grid: masked input | each model | ground truth, holes outlined in magenta
-  6. worst images per model by rmse
+  1. a banner for every model scored on images it was trained on (in_sample), beside the numbers
+  2. summary per model in two groups, hole only and whole image (LaMa / CoModGAN protocol), arrows saying which
+     way is better, the best value per column in bold; bootstrap 95% CIs for the per-image metrics, KID's
+     spread over subsets, and with several seeds the spread across seeds
+  3. the published protocol each column matches
+  4. paired differences between models on the images both scored (mean difference with CI, wins)
+  5. per-label breakdown
+  6. by hole area: LaMa's ten bins of the hole's share of the image, every metric against hole area per model
+  7. distributions of per-image rmse and ssim (box + strip plot)
+  8. comparison grid: masked input | each model | ground truth, holes outlined in magenta
+  9. worst images per model by rmse
 
 Confidence intervals resample *images* (the unit that was drawn from the world) with replacement, a fixed
-seed and 2000 resamples, and recompute the same statistic the summary reports: rmse pooled over hole pixels
-(each image weighted by its hole pixel count, `n_hole_pixels` in per_image.csv; equal weights when the
-column is missing, which the page says), ssim as the mean over holes (each image weighted by `n_holes`).
-The interval is the 2.5th..97.5th percentile of the resampled statistic (percentile bootstrap).
+seed and 2000 resamples, and recompute the same statistic the summary reports (columns.py): rmse pooled over
+hole pixels (each image weighted by its hole pixel count, `n_hole_pixels` in per_image.csv; equal weights when the
+column is missing, which the page says), ssim / ssim_crop / lpips as the mean over holes (each image weighted by
+`n_holes`), the whole-image metrics as the mean over images. With several seeds the statistic is computed per
+seed on the same resampled images and averaged over seeds, as the summary is. The interval is the 2.5th..97.5th
+percentile of the resampled statistic (percentile bootstrap).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import html
 import json
 import math
-import shutil
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
-from ..util.files import atomic_write_text
+from .columns import BIN_EDGES, BY_NAME, COLUMNS, N_BINS, PER_IMAGE, per_bin_table
 from ..util.errors import UserError
+from ..util.files import atomic_write_text
 
 N_RESAMPLES = 2000  # bootstrap resamples; the CI bounds move by well under 1% of their width beyond this
 BOOTSTRAP_SEED = 0  # fixed, so the same eval folder always gives the same page
 THUMB_SIZE = 192  # longest side of a grid thumbnail in pixels (small images are enlarged, nearest-neighbour)
 OUTLINE_RGB = (255, 0, 255)  # magenta: rare in photos, visible on light and dark content
 ASSETS = "report_assets"
+OWN_ASSET = re.compile(r"(img\d{4}|distributions|by_area)\.png")  # the only files the report deletes
+DIGITS = {"fid": 2, "fid_full": 2, "psnr_full": 2, "pids": 3, "uids": 3}  # others: 4
 
 
 def esc(value) -> str:
@@ -51,45 +61,39 @@ def esc(value) -> str:
 
 
 @dataclass
-class ImageRow:
-    model: str
-    image: str
-    label: str
-    n_holes: int
-    rmse: float
-    ssim: float
-    n_hole_pixels: float | None
-
-
-@dataclass
 class EvalFolder:
     root: Path
     config: dict
     models: list[str]  # in config order, then any others found in per_image.csv
-    rows: list[ImageRow]
+    frame: pd.DataFrame  # per_image.csv; numeric columns as floats (NaN where missing)
     summary: list[dict]
     has_pixel_counts: bool
     notes: list[str] = field(default_factory=list)  # things the page should tell the reader
 
-    def rows_of(self, model: str) -> dict[str, ImageRow]:
-        return {r.image: r for r in self.rows if r.model == model}
+    def model_rows(self, model: str) -> pd.DataFrame:
+        return self.frame[self.frame["model"] == model]
+
+    def seeds_of(self, model: str) -> list[int]:
+        return sorted(int(s) for s in self.model_rows(model)["seed"].unique())
+
+    def first_seed_rows(self, model: str) -> dict[str, pd.Series]:
+        """image -> its row for the model's first seed (what the grid shows)."""
+        rows = self.model_rows(model)
+        rows = rows[rows["seed"] == self.seeds_of(model)[0]] if len(rows) else rows
+        return {r["image"]: r for _, r in rows.iterrows()}
 
     @property
     def runs_dir(self) -> Path:
         runs = Path(self.config.get("runs_dir", "runs"))
         return runs if runs.is_absolute() else self.root / runs
 
-
-def _float(text: str | None) -> float:
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
-
-
-def _int(text: str | None, default: int) -> int:
-    value = _float(text)
-    return int(value) if math.isfinite(value) else default
+    def run_dir(self, model: str) -> Path:
+        """The run folder of the model's first seed (config.toml's [run_dirs]; else runs_dir/<model>)."""
+        listed = self.config.get("run_dirs", {}).get(model)
+        if listed:
+            path = Path(listed[0])
+            return path if path.is_absolute() else self.root / path
+        return self.runs_dir / model
 
 
 def read_eval_folder(eval_dir: Path) -> EvalFolder:
@@ -105,35 +109,37 @@ def read_eval_folder(eval_dir: Path) -> EvalFolder:
             summary = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8"))
     except ValueError as err:  # TOMLDecodeError, JSONDecodeError, UnicodeDecodeError
         raise UserError(f"{eval_dir}: config.toml or summary.json cannot be parsed ({err}); "
-                         "rerun `diffinpaint eval` to rewrite them") from None
-
-    with open(per_image, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"model", "image", "rmse", "ssim"} - set(reader.fieldnames or [])
-        if missing:
-            raise UserError(f"{per_image} lacks column(s) {', '.join(sorted(missing))}; "
-                             "rerun `diffinpaint eval` to rewrite it")
-        has_pixel_counts = "n_hole_pixels" in (reader.fieldnames or [])
-        rows = [ImageRow(model=r["model"], image=r["image"], label=r.get("label") or "",
-                         n_holes=_int(r.get("n_holes"), default=1),
-                         rmse=_float(r["rmse"]), ssim=_float(r["ssim"]),
-                         n_hole_pixels=_float(r["n_hole_pixels"]) if has_pixel_counts else None)
-                for r in reader]
-    if not rows:
+                        "rerun `diffinpaint eval` to rewrite them") from None
+    try:
+        frame = pd.read_csv(per_image, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (ValueError, pd.errors.EmptyDataError) as err:
+        raise UserError(f"{per_image} cannot be read as CSV ({str(err).splitlines()[0]}); "
+                        "rerun `diffinpaint eval` to rewrite it") from None
+    missing = {"model", "image", "rmse", "ssim"} - set(frame.columns)
+    if missing:
+        raise UserError(f"{per_image} lacks column(s) {', '.join(sorted(missing))}; "
+                        "rerun `diffinpaint eval` to rewrite it")
+    if frame.empty:
         raise UserError(f"{per_image} has no rows; rerun `diffinpaint eval`")
+    has_pixel_counts = "n_hole_pixels" in frame.columns
+    for name in [*PER_IMAGE, "n_hole_pixels", "hole_fraction"]:  # older folders lack some: NaN
+        frame[name] = pd.to_numeric(frame[name], errors="coerce") if name in frame else np.nan
+    frame["n_holes"] = pd.to_numeric(frame["n_holes"], errors="coerce").fillna(1) if "n_holes" in frame else 1
+    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").fillna(0).astype(int) if "seed" in frame else 0
+    frame["label"] = frame["label"] if "label" in frame else ""
 
-    models = [m for m in config.get("models", []) if any(r.model == m for r in rows)]
-    models += sorted({r.model for r in rows} - set(models))
+    models = [m for m in config.get("models", []) if (frame["model"] == m).any()]
+    models += sorted(set(frame["model"]) - set(models))
 
     notes = []
     if not has_pixel_counts:
         notes.append("per_image.csv has no n_hole_pixels column, so the rmse confidence intervals weight every "
                      "image equally; the summary rmse pools hole pixels, so the two can differ.")
-    bad = [r for r in rows if not (math.isfinite(r.rmse) and math.isfinite(r.ssim))]
-    if bad:
+    bad = frame[~(np.isfinite(frame["rmse"]) & np.isfinite(frame["ssim"]))]
+    if len(bad):
         notes.append(f"{len(bad)} per-image row(s) have no finite rmse/ssim and are left out of the intervals "
-                     f"and plots (first: {bad[0].model} {bad[0].image}).")
-    return EvalFolder(eval_dir, config, models, rows, summary, has_pixel_counts, notes)
+                     f"and plots (first: {bad.iloc[0]['model']} {bad.iloc[0]['image']}).")
+    return EvalFolder(eval_dir, config, models, frame, summary, has_pixel_counts, notes)
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -167,48 +173,87 @@ def pooled_rmse(rmse: np.ndarray, pixels: np.ndarray) -> float:
 
 
 def rmse_ci(rmse: np.ndarray, pixels: np.ndarray, **kw) -> tuple[float, float]:
-    mse = rmse**2
-    return ci95(np.sqrt(bootstrap(lambda idx: _weighted_mean_resampled(mse, pixels, idx), len(rmse), **kw)))
-
-
-def ssim_mean(ssim: np.ndarray, holes: np.ndarray) -> float:
-    """Mean over holes (per-image ssim is that image's mean over its holes)."""
-    return float(np.sum(ssim * holes) / np.sum(holes))
-
-
-def ssim_ci(ssim: np.ndarray, holes: np.ndarray, **kw) -> tuple[float, float]:
-    return ci95(bootstrap(lambda idx: _weighted_mean_resampled(ssim, holes, idx), len(ssim), **kw))
+    return seed_mean_ci(np.asarray(rmse)[None], np.asarray(pixels), "rmse", **kw)
 
 
 def mean_ci(values: np.ndarray, **kw) -> tuple[float, float]:
     return ci95(bootstrap(lambda idx: values[idx].mean(axis=1), len(values), **kw))
 
 
+def _statistic(values: np.ndarray, weights: np.ndarray, pooling: str, idx: np.ndarray) -> np.ndarray:
+    """The summary statistic of every seed (rows of `values`) on resampled images, averaged over seeds."""
+    per_seed = []
+    for v in values:
+        if pooling == "rmse":
+            per_seed.append(np.sqrt(_weighted_mean_resampled(v**2, weights, idx)))
+        else:
+            per_seed.append(_weighted_mean_resampled(v, weights, idx))
+    return np.mean(per_seed, axis=0)
+
+
+def seed_mean_ci(values: np.ndarray, weights: np.ndarray, pooling: str, **kw) -> tuple[float, float]:
+    """Bootstrap CI of the seed-averaged statistic; values: seeds × images (same images in every row)."""
+    return ci95(bootstrap(lambda idx: _statistic(values, weights, pooling, idx), values.shape[1], **kw))
+
+
+def _matrix(ev: EvalFolder, model: str, name: str, rows: pd.DataFrame | None = None):
+    """(values seeds × images, weights per image) for one metric; images finite in every seed."""
+    rows = ev.model_rows(model) if rows is None else rows
+    if name not in rows or rows[name].isna().all():
+        return None
+    table = rows.pivot_table(index="image", columns="seed", values=name, aggfunc="first")
+    table = table[np.isfinite(table).all(axis=1)]
+    if table.empty:
+        return None
+    column = BY_NAME[name]
+    first = rows.drop_duplicates("image").set_index("image").loc[table.index]
+    if column.pooling == "rmse":
+        weights = first["n_hole_pixels"].to_numpy(float) if ev.has_pixel_counts else np.ones(len(table))
+    elif column.pooling == "holes":
+        weights = np.maximum(first["n_holes"].to_numpy(float), 1.0)
+    else:
+        weights = np.ones(len(table))
+    return table.to_numpy(dtype=np.float64).T, weights
+
+
 @dataclass
 class ModelStats:
     model: str
     n_images: int
-    rmse: float  # recomputed from per_image.csv (same definition as the summary)
-    rmse_ci: tuple[float, float]
-    ssim: float
-    ssim_ci: tuple[float, float]
+    values: dict[str, float]  # per-image metrics recomputed from per_image.csv (same definition as the summary)
+    cis: dict[str, tuple[float, float]]
 
+    @property
+    def rmse(self) -> float:
+        return self.values["rmse"]
 
-def _arrays(rows: list[ImageRow], has_pixel_counts: bool):
-    rows = [r for r in rows if math.isfinite(r.rmse) and math.isfinite(r.ssim)]
-    rmse = np.array([r.rmse for r in rows], dtype=np.float64)
-    ssim = np.array([r.ssim for r in rows], dtype=np.float64)
-    pixels = np.array([r.n_hole_pixels if has_pixel_counts else 1.0 for r in rows], dtype=np.float64)
-    holes = np.array([max(r.n_holes, 1) for r in rows], dtype=np.float64)
-    return rows, rmse, ssim, pixels, holes
+    @property
+    def rmse_ci(self) -> tuple[float, float]:
+        return self.cis["rmse"]
+
+    @property
+    def ssim(self) -> float:
+        return self.values["ssim"]
+
+    @property
+    def ssim_ci(self) -> tuple[float, float]:
+        return self.cis["ssim"]
 
 
 def model_stats(ev: EvalFolder, model: str) -> ModelStats | None:
-    rows, rmse, ssim, pixels, holes = _arrays(list(ev.rows_of(model).values()), ev.has_pixel_counts)
-    if not rows:
+    values, cis, n_images = {}, {}, 0
+    for name in PER_IMAGE:
+        found = _matrix(ev, model, name)
+        if found is None:
+            continue
+        matrix, weights = found
+        everything = np.arange(matrix.shape[1])[None]
+        values[name] = float(_statistic(matrix, weights, BY_NAME[name].pooling, everything)[0])
+        cis[name] = seed_mean_ci(matrix, weights, BY_NAME[name].pooling)
+        n_images = max(n_images, matrix.shape[1])
+    if "rmse" not in values or "ssim" not in values:
         return None
-    return ModelStats(model, len(rows), pooled_rmse(rmse, pixels), rmse_ci(rmse, pixels),
-                      ssim_mean(ssim, holes), ssim_ci(ssim, holes))
+    return ModelStats(model, n_images, values, cis)
 
 
 @dataclass
@@ -224,19 +269,43 @@ class PairStats:
     ssim_wins: tuple[int, int, int]
 
 
+def _per_image_means(ev: EvalFolder, model: str) -> pd.DataFrame:
+    """rmse and ssim per image, averaged over the model's seeds."""
+    return ev.model_rows(model).groupby("image")[["rmse", "ssim"]].mean()
+
+
 def pair_stats(ev: EvalFolder, a: str, b: str) -> PairStats | None:
-    ra, rb = ev.rows_of(a), ev.rows_of(b)
-    shared = sorted(i for i in set(ra) & set(rb)
-                    if all(math.isfinite(v) for v in (ra[i].rmse, rb[i].rmse, ra[i].ssim, rb[i].ssim)))
-    if not shared:
+    joined = pd.merge(_per_image_means(ev, a), _per_image_means(ev, b), left_index=True, right_index=True,
+                      suffixes=("_a", "_b"))
+    joined = joined[np.isfinite(joined).all(axis=1)].sort_index()
+    if joined.empty:
         return None
-    d_rmse = np.array([ra[i].rmse - rb[i].rmse for i in shared])
-    d_ssim = np.array([ra[i].ssim - rb[i].ssim for i in shared])
+    d_rmse = (joined["rmse_a"] - joined["rmse_b"]).to_numpy()
+    d_ssim = (joined["ssim_a"] - joined["ssim_b"]).to_numpy()
     return PairStats(
-        a, b, len(shared),
+        a, b, len(joined),
         float(d_rmse.mean()), mean_ci(d_rmse), (int((d_rmse < 0).sum()), int((d_rmse > 0).sum()), int((d_rmse == 0).sum())),
         float(d_ssim.mean()), mean_ci(d_ssim), (int((d_ssim > 0).sum()), int((d_ssim < 0).sum()), int((d_ssim == 0).sum())),
     )
+
+
+def pairs_table(ev: EvalFolder) -> pd.DataFrame:
+    records = [vars(p) for i, a in enumerate(ev.models) for b in ev.models[i + 1:] if (p := pair_stats(ev, a, b))]
+    return pd.DataFrame.from_records(records)
+
+
+def labels_table(ev: EvalFolder) -> pd.DataFrame:
+    """label × model: (pooled rmse, mean ssim over holes, images) on the first seed's rows."""
+    from .columns import aggregate
+
+    records = []
+    for m in ev.models:
+        rows = ev.model_rows(m)
+        rows = rows[rows["seed"] == ev.seeds_of(m)[0]]
+        for label, group in rows.groupby("label", sort=True):
+            records.append({"label": label, "model": m, "rmse": aggregate(BY_NAME["rmse"], group),
+                            "ssim": aggregate(BY_NAME["ssim"], group), "n": len(group)})
+    return pd.DataFrame.from_records(records, columns=["label", "model", "rmse", "ssim", "n"])
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -280,9 +349,10 @@ class Assets:
 
     def __init__(self, eval_dir: Path):
         self.dir = eval_dir / ASSETS
-        if self.dir.exists():
-            shutil.rmtree(self.dir)  # the folder belongs to the report; stale thumbnails must not linger
-        self.dir.mkdir(parents=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for path in self.dir.iterdir():  # stale thumbnails must not linger; files the report did not write stay
+            if path.is_file() and OWN_ASSET.fullmatch(path.name):
+                path.unlink()
         self.names: dict[tuple, str] = {}
 
     def src(self, name: str) -> str:
@@ -317,7 +387,7 @@ class Cells:
 
     def output(self, image_id: str, model: str) -> str | None:
         """None when the model's output is missing or unreadable (the cell then says so)."""
-        path = self.ev.runs_dir / model / "images" / self.samples[image_id].output_relpath
+        path = self.ev.run_dir(model) / "images" / self.samples[image_id].output_relpath
         gt, mask = self._gt(image_id)
         try:
             with Image.open(path) as im:
@@ -333,13 +403,13 @@ class Cells:
 
 
 def plot_distributions(ev: EvalFolder, path: Path) -> None:
-    """Box plot plus jittered points of per-image rmse and ssim, one column per model."""
+    """Box plot plus jittered points of per-image rmse and ssim (first seed), one column per model."""
     from matplotlib.figure import Figure  # Figure + savefig uses the Agg canvas; no pyplot global state
 
     fig = Figure(figsize=(max(7.0, 2.2 + 1.6 * len(ev.models)), 3.8), dpi=100, layout="constrained")
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     for ax, metric, better in zip(fig.subplots(1, 2), ("rmse", "ssim"), ("lower", "higher")):
-        data = [np.array([getattr(r, metric) for r in ev.rows_of(m).values() if math.isfinite(getattr(r, metric))])
+        data = [np.array([v for r in ev.first_seed_rows(m).values() if math.isfinite(v := float(r[metric]))])
                 for m in ev.models]
         positions = np.arange(1, len(ev.models) + 1)
         keep = [i for i, d in enumerate(data) if len(d)]
@@ -352,17 +422,45 @@ def plot_distributions(ev: EvalFolder, path: Path) -> None:
     fig.savefig(path)
 
 
+def plot_by_area(bins: pd.DataFrame, models: list[str], path: Path) -> None:
+    """Each per-image metric against the hole's share of the image (LaMa's bins), one line per model."""
+    from matplotlib.figure import Figure
+
+    metrics = [m for m in PER_IMAGE if m in bins and bins[m].notna().any()]
+    columns = min(4, len(metrics))
+    rows = math.ceil(len(metrics) / columns)
+    fig = Figure(figsize=(3.6 * columns, 3.0 * rows), dpi=100, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    centres = 100 * (BIN_EDGES[:-1] + BIN_EDGES[1:]) / 2
+    for ax, metric in zip(axes, metrics):
+        for model in models:
+            mine = bins[bins["model"] == model].reset_index(drop=True)
+            keep = (mine["n_images"] > 0) & mine[metric].notna()
+            ax.plot(centres[keep.to_numpy()], mine.loc[keep, metric], marker="o", label=model)
+        ax.set_title(f"{metric} {BY_NAME[metric].arrow}")
+        ax.set_xlabel("hole area (% of image)")
+        ax.set_xlim(0, 100)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize="small")
+    fig.savefig(path)
+
+
 # ---------------------------------------------------------------------------------------------- html
 
 CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1500px; }
 table { border-collapse: collapse; margin: 0.5em 0 1.2em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
-th { background: #f2f2f2; } td.l, th.l { text-align: left; }
-.ci { color: #666; font-size: 0.85em; } .sig { font-weight: bold; }
+th { background: #f2f2f2; } td.l, th.l { text-align: left; } th.group { text-align: center; }
+.ci { color: #666; font-size: 0.85em; } .sig { font-weight: bold; } td.best { font-weight: bold; }
 .note { background: #fff6d5; border-left: 4px solid #e0b000; padding: 0.3em 0.8em; }
+.banner { background: #fde2e1; border-left: 6px solid #c0392b; padding: 0.5em 0.9em; font-weight: bold; }
+.flag { color: #c0392b; font-size: 0.85em; }
 .grid td, .grid th { text-align: center; font-size: 0.8em; } .grid img { display: block; margin: auto; }
 .missing { color: #a00; }
+table.summary { font-size: 0.9em; } table.summary td .ci { display: block; white-space: nowrap; }
 """
 
 
@@ -377,57 +475,141 @@ def _ci(ci: tuple[float, float], digits: int = 4, *, mark_zero: bool = False) ->
     return f'<span class="{cls}">[{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]</span>'
 
 
-def _fid_cell(entry: dict, key: str, digits: int) -> str:
-    value = entry.get(key)
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        text = _fmt(float(value), digits)
-        std = entry.get(f"{key}_std")
-        if isinstance(std, (int, float)) and math.isfinite(std):
-            text += f' <span class="ci">± {_fmt(float(std), digits)}</span>'
-        return text
-    reason = entry.get("fid_note") or "Inception weights were not given (see the eval log)"
-    return f'<span class="missing" title="{esc(reason)}">missing</span>'
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) else None
+
+
+def summary_table(ev: EvalFolder, stats: dict[str, ModelStats]) -> pd.DataFrame:
+    """model × metric: summary.json's values, recomputed from per_image.csv where summary.json lacks them."""
+    by_model = {e.get("model"): e for e in ev.summary if isinstance(e, dict)}
+    records = []
+    for m in ev.models:
+        entry, st = by_model.get(m, {}), stats.get(m)
+        record = {"model": m}
+        for column in COLUMNS:
+            value = _number(entry.get(column.name))
+            if value is None and st is not None and column.name not in entry:
+                value = st.values.get(column.name)
+            record[column.name] = value
+        records.append(record)
+    return pd.DataFrame.from_records(records).set_index("model")
+
+
+def _best(table: pd.DataFrame) -> dict[str, set[str]]:
+    """column -> the model(s) with the best value (only when at least two models have one)."""
+    best = {}
+    for column in COLUMNS:
+        values = table[column.name].dropna()
+        if len(values) >= 2:
+            target = values.max() if column.higher_is_better else values.min()
+            best[column.name] = set(values[values == target].index)
+    return best
+
+
+def _missing_reason(entry: dict, name: str) -> tuple[str, str]:
+    """(which columns, why) for a missing value."""
+    if name.startswith("lpips"):
+        return "lpips", entry.get("lpips_note") or "AlexNet weights were not given (see the eval log)"
+    if not BY_NAME[name].per_image:
+        return "fid/kid", entry.get("fid_note") or "Inception weights were not given (see the eval log)"
+    return name, "no image had a value (e.g. ssim_crop of free-form holes under 11x11 pixels)"
+
+
+def _value(table: pd.DataFrame, model: str, name: str) -> float | None:
+    value = table.loc[model, name]
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _cell(entry: dict, st: ModelStats | None, name: str, value: float | None, best: bool) -> str:
+    digits = DIGITS.get(name, 4)
+    column = BY_NAME[name]
+    if value is None:
+        return f'<td><span class="missing" title="{esc(_missing_reason(entry, name)[1])}">missing</span></td>'
+    text = _fmt(value, digits)
+    if column.per_image and st is not None and name in st.cis:
+        text += " " + _ci(st.cis[name], digits)
+    if name in ("kid", "kid_full") and _number(entry.get(f"{name}_std")) is not None:
+        text += f' <span class="ci">± {_fmt(entry[f"{name}_std"], digits)}</span>'
+    sd = _number(entry.get(f"{name}_seed_sd"))
+    if sd is not None:
+        text += f' <span class="ci">seeds ± {_fmt(sd, digits)}</span>'
+    return f'<td class="best">{text}</td>' if best else f"<td>{text}</td>"
+
+
+def _banners(ev: EvalFolder) -> list[str]:
+    out = []
+    for entry in ev.summary:
+        if isinstance(entry, dict) and entry.get("in_sample"):
+            out.append(f'<p class="banner">In-sample: {esc(entry.get("model"))} was scored on '
+                       f'{esc(entry.get("n_train_overlap", "some"))} image(s) it was trained on '
+                       "(--allow-in-sample). Its numbers overstate how it does on new images and are not "
+                       "comparable with the other models.</p>")
+    return out
 
 
 def _summary_section(ev: EvalFolder, stats: dict[str, ModelStats]) -> list[str]:
     by_model = {e.get("model"): e for e in ev.summary if isinstance(e, dict)}
-    out = ["<h2>Summary</h2>",
-           "<p>rmse: pooled over all hole pixels (lower is better); ssim: mean over holes (higher is better). "
-           f"Brackets: bootstrap 95% interval, {N_RESAMPLES} resamples of images, seed {BOOTSTRAP_SEED}.</p>",
-           "<table><tr><th class=l>model</th><th>images</th><th>holes</th><th>rmse</th><th>ssim</th>"
-           "<th>fid</th><th>kid</th><th>fid crops</th></tr>"]
+    table = summary_table(ev, stats)
+    best = _best(table)
+    hole = [c for c in COLUMNS if c.group == "hole"]
+    whole = [c for c in COLUMNS if c.group == "whole"]
+    multi_seed = any((_number(e.get("n_seeds")) or 1) > 1 for e in by_model.values())
+    out = ["<h2>Summary</h2>", *_banners(ev),
+           "<p>Arrows say which way is better; the best value per column is in bold. Brackets: bootstrap 95% "
+           f"interval over images ({N_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}). kid ±: spread over KID's "
+           "random subsets." + (" seeds ±: standard deviation across seeds (the value is the mean over seeds)."
+                                if multi_seed else "") + "</p>",
+           '<table class="summary"><tr><th class=l rowspan=2>model</th><th rowspan=2>images</th><th rowspan=2>holes</th>'
+           f'<th class="group" colspan={len(hole)}>hole only</th>'
+           f'<th class="group" colspan={len(whole)}>whole image (LaMa / CoModGAN protocol)</th></tr><tr>'
+           + "".join(f'<th title="{esc(c.protocol)}">{c.name} {c.arrow}</th>' for c in hole + whole) + "</tr>"]
     reasons = set()
     for m in ev.models:
         entry, st = by_model.get(m, {}), stats.get(m)
-        rmse = entry.get("rmse", st.rmse if st else None)
-        ssim = entry.get("ssim", st.ssim if st else None)
-        for key in ("fid", "kid"):
-            if not isinstance(entry.get(key), (int, float)):
-                reasons.add(entry.get("fid_note") or "Inception weights were not given (see the eval log)")
-        out.append(
-            f"<tr><td class=l>{esc(m)}</td><td>{esc(entry.get('n_images', st.n_images if st else '–'))}</td>"
-            f"<td>{esc(entry.get('n_holes', '–'))}</td>"
-            f"<td>{_fmt(rmse)} {_ci(st.rmse_ci) if st else ''}</td>"
-            f"<td>{_fmt(ssim)} {_ci(st.ssim_ci) if st else ''}</td>"
-            f"<td>{_fid_cell(entry, 'fid', 2)}</td><td>{_fid_cell(entry, 'kid', 4)}</td>"
-            f"<td>{esc(entry.get('n_fid_crops', '–'))}</td></tr>")
+        flag = ' <span class="flag">in-sample</span>' if entry.get("in_sample") else ""
+        seeds = _number(entry.get("n_seeds"))
+        seed_text = f' <span class="ci">({int(seeds)} seeds)</span>' if seeds and seeds > 1 else ""
+        if entry.get("deterministic") and len(ev.config.get("seeds", [])) > 1:
+            seed_text = ' <span class="ci">(deterministic: one run)</span>'
+        cells = [_cell(entry, st, c.name, _value(table, m, c.name), m in best.get(c.name, ()))
+                 for c in hole + whole]
+        for c in hole + whole:
+            if _value(table, m, c.name) is None:
+                reasons.add(_missing_reason(entry, c.name))
+        out.append(f"<tr><td class=l>{esc(m)}{flag}{seed_text}</td>"
+                   f"<td>{esc(entry.get('n_images', st.n_images if st else '–'))}</td>"
+                   f"<td>{esc(entry.get('n_holes', '–'))}</td>{''.join(cells)}</tr>")
     out.append("</table>")
-    for reason in sorted(reasons):
-        out.append(f'<p class="note">fid/kid missing: {esc(reason)}</p>')
+    for what, reason in sorted(reasons):
+        out.append(f'<p class="note">{esc(what)} missing: {esc(reason)}</p>')
+    for entry in by_model.values():
+        if entry.get("fid_note") and _number(entry.get("fid")) is not None:
+            out.append(f'<p class="note">{esc(entry["model"])}: {esc(entry["fid_note"])}</p>')
+    return out
+
+
+def _protocol_section() -> list[str]:
+    out = ["<h2>What each column is</h2>",
+           "<table><tr><th class=l>column</th><th class=l>group</th><th class=l>matches</th></tr>"]
+    for c in COLUMNS:
+        out.append(f"<tr><td class=l>{c.name} {c.arrow}</td><td class=l>{c.group}</td>"
+                   f"<td class=l>{esc(c.protocol)}</td></tr>")
+    out.append("</table>")
     return out
 
 
 def _pairs_section(ev: EvalFolder) -> list[str]:
-    pairs = [p for i, a in enumerate(ev.models) for b in ev.models[i + 1:] if (p := pair_stats(ev, a, b))]
-    if not pairs:
+    pairs = pairs_table(ev)
+    if pairs.empty:
         return []
     out = ["<h2>Paired differences</h2>",
-           "<p>On the images both models scored: mean per-image difference A − B with a bootstrap 95% interval "
-           "(bold when it excludes 0), and how many images each model wins. rmse: negative favours A; "
-           "ssim: positive favours A.</p>",
+           "<p>On the images both models scored (per-image values averaged over seeds): mean per-image "
+           "difference A − B with a bootstrap 95% interval (bold when it excludes 0), and how many images each "
+           "model wins. rmse: negative favours A; ssim: positive favours A.</p>",
            "<table><tr><th class=l>A</th><th class=l>B</th><th>images</th><th>Δ rmse</th>"
            "<th>rmse wins A / B / tie</th><th>Δ ssim</th><th>ssim wins A / B / tie</th></tr>"]
-    for p in pairs:
+    for p in pairs.itertuples():
         out.append(
             f"<tr><td class=l>{esc(p.a)}</td><td class=l>{esc(p.b)}</td><td>{p.n}</td>"
             f"<td>{_fmt(p.d_rmse)} {_ci(p.d_rmse_ci, mark_zero=True)}</td><td>{' / '.join(map(str, p.rmse_wins))}</td>"
@@ -437,19 +619,45 @@ def _pairs_section(ev: EvalFolder) -> list[str]:
 
 
 def _labels_section(ev: EvalFolder) -> list[str]:
-    labels = sorted({r.label for r in ev.rows})
+    table = labels_table(ev)
+    labels = sorted(table["label"].unique())
     if len(labels) < 2:
         return []
-    out = ["<h2>Per label</h2>", "<p>rmse pooled over hole pixels / ssim mean over holes, per label.</p>",
+    out = ["<h2>Per label</h2>", "<p>rmse pooled over hole pixels / ssim mean over holes, per label "
+           "(first seed).</p>",
            "<table><tr><th class=l>label</th>" + "".join(f"<th>{esc(m)}</th>" for m in ev.models) + "</tr>"]
+    cells = table.set_index(["label", "model"])
     for label in labels:
-        cells = []
+        row = []
         for m in ev.models:
-            rows, rmse, ssim, pixels, holes = _arrays([r for r in ev.rows if r.model == m and r.label == label],
-                                                      ev.has_pixel_counts)
-            cells.append(f"<td>{_fmt(pooled_rmse(rmse, pixels))} / {_fmt(ssim_mean(ssim, holes))} "
-                         f'<span class="ci">(n={len(rows)})</span></td>' if rows else "<td>–</td>")
-        out.append(f"<tr><td class=l>{esc(label or '(none)')}</td>{''.join(cells)}</tr>")
+            if (label, m) in cells.index:
+                c = cells.loc[(label, m)]
+                row.append(f"<td>{_fmt(c['rmse'])} / {_fmt(c['ssim'])} "
+                           f'<span class="ci">(n={int(c["n"])})</span></td>')
+            else:
+                row.append("<td>–</td>")
+        out.append(f"<tr><td class=l>{esc(label or '(none)')}</td>{''.join(row)}</tr>")
+    out.append("</table>")
+    return out
+
+
+def _area_section(ev: EvalFolder, assets: Assets) -> list[str]:
+    if ev.frame["hole_fraction"].isna().all():
+        return ["<h2>By hole area</h2>", '<p class="note">per_image.csv has no hole_fraction column (an older '
+                "eval folder); rerun `diffinpaint eval` for the breakdown by hole area.</p>"]
+    bins = per_bin_table(ev.frame, ev.models)
+    plot_by_area(bins, ev.models, assets.dir / "by_area.png")
+    counts = bins.pivot_table(index="bin", columns="model", values="n_images", sort=False)
+    out = ["<h2>By hole area</h2>",
+           f"<p>LaMa's {N_BINS} bins of the hole's share of the image (per_bin.csv); each metric against hole area, "
+           "one line per model (empty bins left out).</p>",
+           f'<img src="{esc(assets.src("by_area.png"))}" alt="metrics against hole area per model">',
+           "<table><tr><th class=l>hole area</th>" + "".join(f"<th>{esc(m)} images</th>" for m in ev.models)
+           + "</tr>"]
+    for name, row in counts.iterrows():
+        if row.sum() > 0:
+            out.append(f"<tr><td class=l>{esc(name)}</td>"
+                       + "".join(f"<td>{int(row.get(m, 0))}</td>" for m in ev.models) + "</tr>")
     out.append("</table>")
     return out
 
@@ -466,15 +674,15 @@ def _grid_section(ev: EvalFolder, cells: Cells | None, image_ids: list[str], n_t
         return out + ['<p class="note">No grid: the dataset could not be loaded (see the note above).</p>']
     out.append(f"<p>{len(image_ids)} of {n_total} images, evenly spread over the sorted image list. "
                "Holes outlined in magenta; the masked input shows holes in grey. "
-               "Under each output: that image's rmse / ssim.</p>")
+               "Under each output: that image's rmse / ssim (first seed).</p>")
     out.append('<table class="grid"><tr><th class=l>image</th><th>masked input</th>'
                + "".join(f"<th>{esc(m)}</th>" for m in ev.models) + "<th>ground truth</th></tr>")
-    per_model = {m: ev.rows_of(m) for m in ev.models}
+    per_model = {m: ev.first_seed_rows(m) for m in ev.models}
     for image_id in image_ids:
         row = [f"<td class=l>{esc(image_id)}</td>", f"<td>{_img(cells.input(image_id), f'{image_id} masked input')}</td>"]
         for m in ev.models:
             r = per_model[m].get(image_id)
-            caption = f"{_fmt(r.rmse)} / {_fmt(r.ssim)}" if r else "not scored"
+            caption = f"{_fmt(float(r['rmse']))} / {_fmt(float(r['ssim']))}" if r is not None else "not scored"
             row.append(f"<td>{_img(cells.output(image_id, m), f'{image_id} {m}')}{esc(caption)}</td>")
         row.append(f"<td>{_img(cells.truth(image_id), f'{image_id} ground truth')}</td>")
         out.append(f"<tr>{''.join(row)}</tr>")
@@ -487,19 +695,21 @@ def _worst_section(ev: EvalFolder, cells: Cells | None, n_worst: int) -> list[st
         return []
     out = ["<h2>Worst images per model (by rmse)</h2>"]
     for m in ev.models:
-        rows = sorted((r for r in ev.rows_of(m).values() if math.isfinite(r.rmse) and r.image in cells.samples),
-                      key=lambda r: -r.rmse)[:n_worst]
+        rows = sorted((r for image, r in ev.first_seed_rows(m).items()
+                       if math.isfinite(float(r["rmse"])) and image in cells.samples),
+                      key=lambda r: -float(r["rmse"]))[:n_worst]
         if not rows:
             continue
         out.append(f"<h3>{esc(m)}</h3>")
         out.append('<table class="grid"><tr><th class=l>image</th><th>rmse</th><th>ssim</th><th>masked input</th>'
                    f"<th>{esc(m)}</th><th>ground truth</th></tr>")
         for r in rows:
+            image = r["image"]
             out.append(
-                f"<tr><td class=l>{esc(r.image)}</td><td>{_fmt(r.rmse)}</td><td>{_fmt(r.ssim)}</td>"
-                f"<td>{_img(cells.input(r.image), f'{r.image} masked input')}</td>"
-                f"<td>{_img(cells.output(r.image, m), f'{r.image} {m}')}</td>"
-                f"<td>{_img(cells.truth(r.image), f'{r.image} ground truth')}</td></tr>")
+                f"<tr><td class=l>{esc(image)}</td><td>{_fmt(float(r['rmse']))}</td><td>{_fmt(float(r['ssim']))}</td>"
+                f"<td>{_img(cells.input(image), f'{image} masked input')}</td>"
+                f"<td>{_img(cells.output(image, m), f'{image} {m}')}</td>"
+                f"<td>{_img(cells.truth(image), f'{image} ground truth')}</td></tr>")
         out.append("</table>")
     return out
 
@@ -539,18 +749,22 @@ def write_report(eval_dir: Path, *, max_grid_images: int = 24, n_worst: int = 5)
     assets = Assets(eval_dir)
     plot_distributions(ev, assets.dir / "distributions.png")
     cells = Cells(ev, assets, samples) if samples is not None else None
-    scored = sorted({r.image for r in ev.rows} & set(samples or {}))
+    scored = sorted(set(ev.frame["image"]) & set(samples or {}))
 
     # 4. The page
+    seeds = ev.config.get("seeds")
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>diffinpaint report: {esc(eval_dir.name)}</title><style>{CSS}</style></head><body>",
              f"<h1>diffinpaint evaluation: {esc(eval_dir.name)}</h1>",
              f"<p>Eval folder <code>{esc(eval_dir.resolve())}</code>; dataset <code>{esc(data or '–')}</code>; "
-             f"models: {esc(', '.join(ev.models))}.</p>"]
+             f"models: {esc(', '.join(ev.models))}" + (f"; seeds: {esc(', '.join(map(str, seeds)))}" if seeds else "")
+             + ".</p>"]
     parts += [f'<p class="note">{esc(n)}</p>' for n in ev.notes]
     parts += _summary_section(ev, stats)
+    parts += _protocol_section()
     parts += _pairs_section(ev)
     parts += _labels_section(ev)
+    parts += _area_section(ev, assets)
     parts += ["<h2>Per-image distributions</h2>",
               f'<img src="{esc(assets.src("distributions.png"))}" alt="per-image rmse and ssim per model">']
     parts += _grid_section(ev, cells, _spread(scored, max_grid_images), len(scored))

@@ -1,0 +1,122 @@
+"""The metric columns of an eval folder and how per-image values add up to a summary (no torch: the report
+imports this too, so the summary eval writes and the numbers the report recomputes share one definition).
+
+Each metric is one column of summary.csv/json; those with per-image values are also columns of per_image.csv
+and per_bin.csv. A model's summary value is computed per seed from its per-image rows, then averaged over seeds
+(`<name>_seed_sd` = the sample standard deviation across seeds).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    group: str  # "hole" (the toolkit's own view) or "whole" (LaMa / CoModGAN protocol)
+    higher_is_better: bool
+    per_image: bool  # a per-image value exists (the others are set metrics: fid, kid, pids, uids)
+    pooling: str = "mean"  # "rmse": sqrt of pixel-pooled MSE; "holes": mean over holes; "mean": over images
+    protocol: str = ""  # the published protocol this column matches, for the report's header
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+
+COLUMNS = [
+    Column("rmse", "hole", False, True, "rmse", "Kaggle photo reconstruction (RMSE over hole pixels)"),
+    Column("ssim", "hole", True, True, "holes", "full-image SSIM map averaged over the hole"),
+    Column("ssim_crop", "hole", True, True, "holes", "SSIM of the hole crop alone (earlier definition)"),
+    Column("lpips", "hole", False, True, "holes", "LPIPS (AlexNet) of hole crops"),
+    Column("fid", "hole", False, False, protocol="FID of hole crops (local FID)"),
+    Column("kid", "hole", False, False, protocol="KID of hole crops"),
+    Column("psnr_full", "whole", True, True, "mean", "LaMa / MAT: PSNR of the composited image"),
+    Column("ssim_full", "whole", True, True, "mean", "LaMa / MAT: SSIM of the composited image"),
+    Column("lpips_full", "whole", False, True, "mean", "MAT (AlexNet LPIPS); LaMa uses VGG"),
+    Column("fid_full", "whole", False, False, protocol="LaMa / CoModGAN / MAT: FID of composited images"),
+    Column("kid_full", "whole", False, False, protocol="KID of composited images"),
+    Column("pids", "whole", True, False, protocol="CoModGAN / MAT: paired Inception discriminative score"),
+    Column("uids", "whole", True, False, protocol="CoModGAN / MAT: unpaired Inception discriminative score"),
+]
+BY_NAME = {c.name: c for c in COLUMNS}
+PER_IMAGE = [c.name for c in COLUMNS if c.per_image]
+SET_METRICS = [c.name for c in COLUMNS if not c.per_image]
+
+# LaMa's evaluator: ten equal bins of the hole's share of the image, np.linspace(0, 1, 11); an area of exactly
+# 1 goes in the last bin
+N_BINS = 10
+BIN_EDGES = np.linspace(0.0, 1.0, N_BINS + 1)
+BIN_NAMES = [f"{round(100 * BIN_EDGES[i])}-{round(100 * BIN_EDGES[i + 1])}%" for i in range(N_BINS)]
+
+
+def area_bin(fraction: float) -> int:
+    index = int(np.searchsorted(BIN_EDGES, fraction, side="right")) - 1
+    return min(max(index, 0), N_BINS - 1)
+
+
+def aggregate(column: Column, rows: pd.DataFrame) -> float | None:
+    """One seed's summary value of a per-image column over `rows` (NaN rows left out; None when none left)."""
+    values = pd.to_numeric(rows[column.name], errors="coerce") if column.name in rows else pd.Series(dtype=float)
+    keep = values.notna().to_numpy()
+    if not keep.any():
+        return None
+    v = values.to_numpy(dtype=np.float64)[keep]
+    if column.pooling == "rmse":
+        pixels = _weights(rows, "n_hole_pixels")[keep]
+        return float(math.sqrt(np.sum(v**2 * pixels) / np.sum(pixels)))
+    if column.pooling == "holes":
+        holes = np.maximum(_weights(rows, "n_holes")[keep], 1.0)
+        return float(np.sum(v * holes) / np.sum(holes))
+    return float(np.mean(v))
+
+
+def _weights(rows: pd.DataFrame, name: str) -> np.ndarray:
+    """Per-image weights; equal weights when the column is missing (older eval folders)."""
+    if name not in rows:
+        return np.ones(len(rows))
+    return pd.to_numeric(rows[name], errors="coerce").fillna(1.0).to_numpy(dtype=np.float64)
+
+
+def over_seeds(values: list[float | None]) -> tuple[float | None, float | None]:
+    """(mean, sample standard deviation) of per-seed values; sd is None for fewer than two seeds."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return None, None
+    mean = float(np.mean(finite))
+    return mean, (float(np.std(finite, ddof=1)) if len(finite) > 1 else None)
+
+
+def per_image_summary(rows: pd.DataFrame) -> dict[str, tuple[float | None, float | None]]:
+    """name -> (mean over seeds, sd over seeds) of every per-image column, for one model's rows."""
+    seeds = sorted(rows["seed"].unique()) if "seed" in rows else [None]
+    out = {}
+    for column in COLUMNS:
+        if not column.per_image:
+            continue
+        per_seed = [aggregate(column, rows if seed is None else rows[rows["seed"] == seed]) for seed in seeds]
+        out[column.name] = over_seeds(per_seed)
+    return out
+
+
+def per_bin_table(per_image: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """per_bin.csv: model, bin, n_images and every per-image metric, ten rows per model (LaMa's bins)."""
+    records = []
+    per_image = per_image.assign(bin=per_image["hole_fraction"].astype(float).map(area_bin))
+    for model in models:
+        rows = per_image[per_image["model"] == model]
+        seeds = sorted(rows["seed"].unique())
+        for index, name in enumerate(BIN_NAMES):
+            in_bin = rows[rows["bin"] == index]
+            record = {"model": model, "bin": name, "n_images": int(in_bin["image"].nunique())}
+            for column in COLUMNS:
+                if column.per_image:
+                    per_seed = [aggregate(column, in_bin[in_bin["seed"] == s]) if len(in_bin) else None
+                                for s in seeds]
+                    record[column.name] = over_seeds(per_seed)[0]
+            records.append(record)
+    return pd.DataFrame.from_records(records, columns=["model", "bin", "n_images", *PER_IMAGE])

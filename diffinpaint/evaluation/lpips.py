@@ -1,0 +1,138 @@
+"""LPIPS (Zhang et al. 2018, AlexNet variant) for hole crops (`lpips`) and whole images (`lpips_full`).
+
+The network is torchmetrics' own LPIPS module (`_LPIPS`: AlexNet slices, LPIPS' scaling layer, unit-normalised
+features, the learned linear layers that torchmetrics ships in its package). Only the AlexNet backbone needs
+weights from outside: `--lpips-weights FILE`, torchvision's ImageNet state dict `alexnet-owt-7be5be79.pth`,
+read with `torch.load(weights_only=True)` (plain tensors, no pickled code). Without a path the torch hub cache
+is tried, then torchvision's usual download; when neither works the lpips columns are reported missing.
+
+Inputs are [0, 1] images, mapped to [-1, 1] as LPIPS expects (torchmetrics' `normalize=True`). AlexNet's five
+stages need at least 31 px on a side; a hole crop with a side under `MIN_SIDE` is stretched to `MIN_SIDE` on
+that side (bilinear, prediction and ground truth alike) rather than dropped.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..util.errors import UserError
+from ..util.files import sha256_file
+
+WEIGHTS_NAME = "alexnet-owt-7be5be79.pth"
+MIN_SIDE = 32
+# torchvision's AlexNet `features` index -> the torchmetrics slice that holds it
+_SLICE_OF = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
+
+
+class LPIPSUnavailable(RuntimeError):
+    """No AlexNet weights: the lpips columns are reported missing, everything else still runs."""
+
+
+def find_weights(weights: str | Path | None) -> Path:
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"--lpips-weights {path}: no such file; pass the path of torchvision's {WEIGHTS_NAME} "
+                            "(or leave it out to report LPIPS as missing)")
+        return path
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_NAME
+    if cached.is_file():
+        return cached
+    truthy = {"1", "true", "yes", "on"}
+    if {os.environ.get(v, "").strip().lower() for v in ("HF_HUB_OFFLINE", "DIFFINPAINT_OFFLINE")} & truthy:
+        raise LPIPSUnavailable("no AlexNet weights in the torch hub cache and offline mode is on")
+    from torchvision.models import AlexNet_Weights
+
+    try:  # torchvision's usual download into the hub cache
+        torch.hub.load_state_dict_from_url(AlexNet_Weights.IMAGENET1K_V1.url, progress=False, weights_only=True)
+    except Exception as err:
+        raise LPIPSUnavailable(f"the AlexNet weights could not be downloaded ({type(err).__name__})") from None
+    return cached
+
+
+def _backbone_state(state: dict, path: Path) -> dict[str, torch.Tensor]:
+    """torchvision AlexNet `features.N.*` tensors renamed to torchmetrics' `net.sliceK.N.*`."""
+    if not isinstance(state, dict):
+        raise UserError(f"--lpips-weights {path}: not a state dict; pass torchvision's {WEIGHTS_NAME}")
+    renamed = {}
+    for index, slice_number in _SLICE_OF.items():
+        for param in ("weight", "bias"):
+            key = f"features.{index}.{param}"
+            if key not in state or not isinstance(state[key], torch.Tensor):
+                raise UserError(f"--lpips-weights {path}: not torchvision's AlexNet weights (no {key}); "
+                                f"pass {WEIGHTS_NAME}")
+            renamed[f"net.slice{slice_number}.{index}.{param}"] = state[key]
+    return renamed
+
+
+class LPIPS:
+    """Batched LPIPS on float images in [0, 1]: `lpips(preds, target)` -> N distances (float64, on the CPU)."""
+
+    def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 32):
+        from torchmetrics.functional.image.lpips import _LPIPS
+
+        path = find_weights(weights)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise UserError(f"--lpips-weights {path}: not a plain PyTorch state dict "
+                            f"({str(err).splitlines()[0][:120]}); pass {WEIGHTS_NAME}") from None
+        backbone = _backbone_state(state, path)
+        # pretrained=True: LPIPS' linear layers from torchmetrics' package; pnet_rand=True: the backbone is built
+        # without downloading anything and then filled from the weights file
+        self.net = _LPIPS(pretrained=True, net="alex", pnet_rand=True)
+        expected = self.net.state_dict()
+        for key, tensor in backbone.items():
+            if tuple(expected[key].shape) != tuple(tensor.shape):
+                raise UserError(f"--lpips-weights {path}: not torchvision's AlexNet weights ({key} is "
+                                f"{tuple(tensor.shape)}, AlexNet's is {tuple(expected[key].shape)}); "
+                                f"pass {WEIGHTS_NAME}")
+        self.net.load_state_dict(backbone, strict=False)
+        self.net.to(device).eval().requires_grad_(False)
+        self.device = device
+        self.batch_size = batch_size
+        self.weights_sha256 = sha256_file(path)
+
+    @torch.inference_mode()
+    def __call__(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """preds, target: N×3×H×W float in [0, 1] or uint8 (one size) -> N LPIPS distances."""
+        out = []
+        for k in range(0, len(preds), self.batch_size):
+            p = _unit(preds[k : k + self.batch_size]).to(self.device)
+            t = _unit(target[k : k + self.batch_size]).to(self.device)
+            p, t = _at_least(p, MIN_SIDE), _at_least(t, MIN_SIDE)
+            out.append(self.net(p, t, normalize=True).reshape(-1).double().cpu())
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+    def crops(self, preds: torch.Tensor, target: torch.Tensor, boxes: Sequence[Sequence[tuple[int, int, int, int]]]
+              ) -> list[list[float]]:
+        """LPIPS of every (x, y, w, h) crop: one list per image; crops of one size go through in one batch."""
+        by_size: dict[tuple[int, int], list[tuple[int, int, tuple[int, int, int, int]]]] = {}
+        for i, image_boxes in enumerate(boxes):
+            for j, box in enumerate(image_boxes):
+                by_size.setdefault((box[3], box[2]), []).append((i, j, box))
+        result = [[float("nan")] * len(b) for b in boxes]
+        for (h, w), items in by_size.items():
+            p = torch.stack([preds[i, :, y : y + h, x : x + w] for i, _, (x, y, _, _) in items])
+            t = torch.stack([target[i, :, y : y + h, x : x + w] for i, _, (x, y, _, _) in items])
+            for (i, j, _), value in zip(items, self(p, t).tolist()):
+                result[i][j] = value
+        return result
+
+
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    return images.to(torch.float32) / 255.0 if images.dtype == torch.uint8 else images.to(torch.float32)
+
+
+def _at_least(images: torch.Tensor, side: int) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    if h >= side and w >= side:
+        return images
+    return F.interpolate(images, size=(max(h, side), max(w, side)), mode="bilinear", align_corners=False)
+
+
+__all__ = ["LPIPS", "LPIPSUnavailable", "MIN_SIDE", "WEIGHTS_NAME", "find_weights"]
