@@ -267,8 +267,10 @@ def write_sample_grid(path: Path, model: TrainableModel, batch: Batch) -> np.nda
 
 
 class EMACopies:
-    """The EMA copies a model declares (`ema = {"generator": 0.999}`), kept with diffusers' EMAModel and saved as
-    "<network>_ema". The copy is a full module (buffers too) so inference loads it like any network."""
+    """The EMA copies a model declares (`ema = {"generator": 0.999}`), kept with diffusers' EMAModel (foreach
+    updates) and saved as "<network>_ema". The average lives in EMAModel's shadow parameters; it is copied into a
+    full module (buffers too) only when a checkpoint is written, so inference loads it like any network and a
+    step pays for one pass over the weights, not two."""
 
     def __init__(self, model: TrainableModel, accelerator, saved_state: dict | None, saved_tensors: dict | None):
         self.items = {}
@@ -281,19 +283,22 @@ class EMACopies:
             copy_ = copy.deepcopy(live).eval().requires_grad_(False)
             if saved_tensors:
                 copy_.load_state_dict(saved_tensors[f"{name}_ema.safetensors"])
-            ema = EMAModel(copy_.parameters(), decay=decay)
+            ema = EMAModel(copy_.parameters(), decay=decay, foreach=True)
             if saved_state:
                 ema.optimization_step = int(saved_state["ema"][name]["optimization_step"])
             self.items[name] = (live, copy_, ema)
 
     def update(self) -> None:
-        for live, copy_, ema in self.items.values():
+        for live, _, ema in self.items.values():
             ema.step(live.parameters())
-            ema.copy_to(copy_.parameters())
-            for mine, theirs in zip(copy_.buffers(), live.buffers()):
-                mine.copy_(theirs)  # batch-norm statistics follow the live network
 
     def networks(self) -> dict[str, torch.nn.Module]:
+        """The averaged modules, brought up to date (batch-norm statistics follow the live network)."""
+        for live, copy_, ema in self.items.values():
+            ema.copy_to(copy_.parameters())
+            with torch.no_grad():
+                for mine, theirs in zip(copy_.buffers(), live.buffers()):
+                    mine.copy_(theirs)
         return {f"{name}_ema": copy_ for name, (_, copy_, _) in self.items.items()}
 
     def state(self) -> dict:
