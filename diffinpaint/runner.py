@@ -18,7 +18,6 @@ import csv
 import datetime
 import io
 import json
-import os
 import platform
 import re
 import sys
@@ -30,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .data import Dataset, Sample
 from .models.base import InpaintModel

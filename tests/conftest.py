@@ -9,8 +9,19 @@ os.environ.setdefault("DIFFINPAINT_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
+import torch
 
 from diffinpaint.data.demo import make_demo_dataset
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny networks: one thread is faster than two fighting over the cores, and results do not depend on the
+    host's thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -28,14 +28,6 @@ from diffinpaint.util.checkpoint import checkpoint_dirs
 ALL = [*MODELS, *TRAINED]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: one thread is faster and deterministic
-    yield
-    torch.set_num_threads(threads)
-
-
 def _train(name: str, data: Path, out: Path, **options) -> Path:
     tiny = trainable_class(name).tiny
     return train_from_options(name, {"data": str(data), "out": str(out), "device": "cpu", "steps": 4,

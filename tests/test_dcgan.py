@@ -23,14 +23,6 @@ from diffinpaint.util.errors import UserError
 TINY = dict(size=32, z_dim=100, gf=4, df=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _images(n: int, size: int = 32) -> torch.Tensor:
     """Smooth colour ramps, different per image, in [0, 1]."""
     yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")

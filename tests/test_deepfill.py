@@ -24,15 +24,6 @@ from diffinpaint.training.setup import make_model, prepare_model
 from diffinpaint.util.errors import UserError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny convolutions are dominated by thread hand-offs; one thread is faster and deterministic
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     """Smooth, distinct test images in [0, 1] (gradients and waves: something an inpainter can continue)."""
     g = torch.Generator().manual_seed(seed)

@@ -36,15 +36,6 @@ S = 64  # the smallest size DMFN trains at
 TINY = dict(nf=8, ndf=8, n_blocks=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny convolutions are dominated by thread hand-offs; one thread is faster and deterministic
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def vgg_file(tmp_path_factory):
     """A randomly initialised VGG19 `features` state dict, as torch.save(vgg19().features.state_dict()) writes it

@@ -15,14 +15,6 @@ from diffinpaint.data import load_dataset
 from fid_weights import write_random_inception_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def scipy_frechet(f1: np.ndarray, f2: np.ndarray) -> float:
     """The textbook formula with scipy.linalg.sqrtm (pytorch-fid's reference computation)."""
     mu1, mu2 = f1.mean(0), f2.mean(0)

@@ -33,15 +33,6 @@ GOLDEN = Path(__file__).parent / "data" / "pix2pix_golden.json"
 TINY = dict(size=32, ngf=8, ndf=8, batch_size=2, device="cpu", sample_every=5, checkpoint_every=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny convolutions are dominated by thread hand-offs; one thread is faster and deterministic
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _write_dataset(root: Path, n: int = 5, mask_pngs: bool = False) -> Path:
     (root / "images" / "cats").mkdir(parents=True)
     rows = ["image,x,y,width,height"]

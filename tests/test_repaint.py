@@ -27,14 +27,6 @@ TINY = RePaintOptions(block_channels="8,16", layers_per_block=1, norm_groups=4)
 SIZE = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def flat_config(opts: RePaintOptions = TINY, size: int = SIZE) -> dict:
     """What config.json holds: the shared options + the model's options + its name."""
     return {**asdict(TrainConfig(model="repaint", size=size)), **asdict(opts), "model": "repaint"}

@@ -6,21 +6,12 @@ import json
 import shutil
 
 import pytest
-import torch
 from PIL import Image
 
 from diffinpaint.cli import main
 from diffinpaint.data import load_dataset
 from diffinpaint.data.split import split_dataset
 from diffinpaint.util.files import pixel_fingerprint
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tree(root):

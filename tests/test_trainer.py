@@ -16,14 +16,6 @@ from diffinpaint.util.errors import UserError
 TINY = {"size": 32, "ngf": 8, "ndf": 8, "batch_size": 2, "device": "cpu", "steps": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture()
 def images_only(tmp_path, demo_small):
     """A folder of photos with no masks.csv and no masks/: enough for models that generate their holes."""

@@ -21,14 +21,6 @@ from diffinpaint.util.errors import UserError
 TINY = dict(dim=64, depth="1,1,1", d_dim=128, d_depth=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _images(n: int, size: int = 32) -> torch.Tensor:
     yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     return torch.stack([torch.stack([xx * a, yy * (1 - a), (xx + yy) / 2]) for a in torch.linspace(0.2, 0.9, n)])

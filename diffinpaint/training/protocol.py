@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .losses import set_requires_grad
+
 
 @dataclass
 class Batch:
@@ -104,3 +106,26 @@ class TrainableModel:
     def describe(self) -> list[str]:
         """Extra lines for --dry-run (the trainer already prints each network's parameter count)."""
         return []
+
+    # -------------------------------------------------- the two halves of a GAN step (pix2pix's optimize_parameters)
+    # For models that set self.netD and write backward_D / backward_G, with optimisers named optimizer_D/optimizer_G.
+
+    def update_D(self, clip: float = 0.0) -> None:
+        """One discriminator update: D unfrozen, backward_D, (gradient-norm clipping), step."""
+        set_requires_grad(self.netD, True)
+        optimizer = self.optimizers["optimizer_D"]
+        optimizer.zero_grad()
+        self.backward_D()
+        if clip > 0:
+            self.accelerator.clip_grad_norm_(self.netD.parameters(), clip)
+        optimizer.step()
+
+    def update_G(self, clip: float = 0.0) -> None:
+        """One generator update with D frozen (D's parameters need no gradient while G is optimised)."""
+        set_requires_grad(self.netD, False)
+        optimizer = self.optimizers["optimizer_G"]
+        optimizer.zero_grad()
+        self.backward_G()
+        if clip > 0:
+            self.accelerator.clip_grad_norm_(self.netG.parameters(), clip)
+        optimizer.step()

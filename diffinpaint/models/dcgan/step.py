@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ...training.losses import GANLoss, set_requires_grad
+from ...training.losses import GANLoss
 from ...training.protocol import Batch, TrainableModel
 from ...util.errors import UserError
 from .nets import MAX_SIZE, MIN_SIZE, build_network, count_parameters, init_weights, num_layers
@@ -120,17 +120,10 @@ class DCGANTraining(TrainableModel):
         self.accelerator.backward(self.loss_G)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        optimizer_G, optimizer_D = self.optimizers["optimizer_G"], self.optimizers["optimizer_D"]
         self.set_input(batch)
         self.forward()
-        set_requires_grad(self.netD, True)
-        optimizer_D.zero_grad()
-        self.backward_D()
-        optimizer_D.step()
-        set_requires_grad(self.netD, False)  # D needs no gradients while G is optimised
-        optimizer_G.zero_grad()
-        self.backward_G()
-        optimizer_G.step()
+        self.update_D()
+        self.update_G()
         return {"D_real": self.loss_D_real.item(), "D_fake": self.loss_D_fake.item(), "G": self.loss_G.item()}
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...training.losses import hinge_d_loss, hinge_g_loss, set_requires_grad
+from ...training.losses import hinge_d_loss, hinge_g_loss
 from ...training.protocol import Batch, TrainableModel
 from ...util.errors import UserError
 from . import holes
@@ -145,17 +145,10 @@ class DeepFillTraining(TrainableModel):
         self.accelerator.backward(self.loss_G)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        optimizer_G, optimizer_D = self.optimizers["optimizer_G"], self.optimizers["optimizer_D"]
         self.set_input(batch)
         self.forward()
-        set_requires_grad(self.netD, True)
-        optimizer_D.zero_grad()
-        self.backward_D()
-        optimizer_D.step()
-        set_requires_grad(self.netD, False)  # D needs no gradients while G is optimised
-        optimizer_G.zero_grad()
-        self.backward_G()
-        optimizer_G.step()
+        self.update_D()
+        self.update_G()
         return {"D": self.loss_D.item(), "G_gan": self.loss_G_gan.item(), "L1_coarse": self.loss_L1_coarse.item(),
                 "L1_fine": self.loss_L1_fine.item(), "G": self.loss_G.item()}
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...training.losses import GANLoss, set_requires_grad
+from ...training.losses import GANLoss
 from ...training.protocol import Batch, TrainableModel
 from ...util.errors import UserError
 from .nets import (DMFB_VARIANTS, GLOBAL_LAYERS, LOCAL_LAYERS, MIN_SIZE, build_network, composite, count_parameters,
@@ -310,18 +310,10 @@ class DMFNTraining(TrainableModel):
         self.accelerator.backward(self.loss_D)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        optimizer_G, optimizer_D = self.optimizers["optimizer_G"], self.optimizers["optimizer_D"]
         self.set_input(batch)
         self.forward()
-        # G first, then D on the same output (the reference's order)
-        set_requires_grad(self.netD, False)
-        optimizer_G.zero_grad()
-        self.backward_G()
-        optimizer_G.step()
-        set_requires_grad(self.netD, True)
-        optimizer_D.zero_grad()
-        self.backward_D()
-        optimizer_D.step()
+        self.update_G()  # G first, then D on the same output (the reference's order)
+        self.update_D()
         logs = {"G_pixel": self.loss_G_pixel, "G_dis_feature": self.loss_G_dis_feature, "G_gan": self.loss_G_gan,
                 "G_total": self.loss_G, "D": self.loss_D, "D_real_logit": self.D_real, "D_fake_logit": self.D_fake}
         if self.vgg is not None:

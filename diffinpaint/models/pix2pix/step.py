@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...training.losses import GANLoss, set_requires_grad
+from ...training.losses import GANLoss
 from ...training.protocol import Batch, TrainableModel
 from ...util.errors import UserError
 from .nets import build_discriminator, build_generator, generator_input, init_weights, unet_depth
@@ -135,17 +135,10 @@ class Pix2PixTraining(TrainableModel):
         self.accelerator.backward(self.loss_G)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        optimizer_G, optimizer_D = self.optimizers["optimizer_G"], self.optimizers["optimizer_D"]
         self.set_input(batch)
         self.forward()
-        set_requires_grad(self.netD, True)
-        optimizer_D.zero_grad()
-        self.backward_D()
-        optimizer_D.step()
-        set_requires_grad(self.netD, False)  # D needs no gradients while G is optimised
-        optimizer_G.zero_grad()
-        self.backward_G()
-        optimizer_G.step()
+        self.update_D()
+        self.update_G()
         return {"D_real": self.loss_D_real.item(), "D_fake": self.loss_D_fake.item(),
                 "G_GAN": self.loss_G_GAN.item(), "G_L1": self.loss_G_L1.item()}
 

@@ -45,7 +45,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...training.losses import set_requires_grad
 from ...training.protocol import Batch, TrainableModel
 from ...util.errors import UserError
 from .nets import D_PATCH, G_PATCH, SIZES, build_network, count_parameters, generator_input, init_weights, parse_depth
@@ -198,25 +197,12 @@ class TransGANTraining(TrainableModel):
         self.loss_G_L1 = F.l1_loss(self.fake.float(), self.real.float()) * self.opts.lambda_l1
         self.accelerator.backward(self.loss_G_adv + self.loss_G_L1)
 
-    def _clip(self, net: nn.Module) -> None:
-        if self.opts.grad_clip > 0:
-            self.accelerator.clip_grad_norm_(net.parameters(), self.opts.grad_clip)
-
     def train_step(self, batch: Batch) -> dict[str, float]:
-        optimizer_G, optimizer_D = self.optimizers["optimizer_G"], self.optimizers["optimizer_D"]
         self.set_input(batch)
         self.forward()
-        set_requires_grad(self.netD, True)
-        for _ in range(self.opts.n_critic):
-            optimizer_D.zero_grad()
-            self.backward_D()
-            self._clip(self.netD)
-            optimizer_D.step()
-        set_requires_grad(self.netD, False)  # D needs no gradients while G is optimised
-        optimizer_G.zero_grad()
-        self.backward_G()
-        self._clip(self.netG)
-        optimizer_G.step()
+        for _ in range(self.opts.n_critic):  # the critic's updates reuse this batch (each draws a new ε)
+            self.update_D(clip=self.opts.grad_clip)
+        self.update_G(clip=self.opts.grad_clip)
         with torch.no_grad():  # a monitor, not a loss: L1 over the hole pixels only, in [−1, 1]
             hole = self.mask.expand_as(self.real)
             l1_hole = ((self.fake.float() - self.real).abs() * hole).sum() / hole.sum().clamp(min=1.0)
