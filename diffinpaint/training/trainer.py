@@ -395,7 +395,8 @@ def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | Non
                             None if cfg.holes in (*TOOLKIT_HOLES, "dataset", "none") else model.make_holes)
     loader = torch.utils.data.DataLoader(images, batch_sampler=StepBatches(start, stop, cfg.batch_size, rank,
                                                                            processes),
-                                         num_workers=cfg.workers, persistent_workers=False)
+                                         num_workers=cfg.workers, persistent_workers=False,
+                                         pin_memory=accelerator.device.type == "cuda")
     n_grid = min(4, len(samples))
     grid = [images.example(i, np.random.default_rng([cfg.seed, 4, i]), False) for i in range(n_grid)]
     grid_batch = Batch(torch.stack([g[0] for g in grid]).to(accelerator.device),
@@ -435,8 +436,8 @@ def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | Non
             kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
             raise TrainingDiverged(f"a loss is not finite at step {step} ({shown}); training stopped and {kept} "
                                    "(resume with --resume, perhaps with a lower --lr or --mixed-precision no)")
+        progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)  # drawn by update()
         progress.update(1)
-        progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
         if accelerator.is_main_process:
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"step": step, "lr": lr, **losses}) + "\n")
