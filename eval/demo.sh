@@ -1,30 +1,63 @@
 #!/usr/bin/env bash
-# `make demo`: demo dataset from scikit-image photos -> train a small Pix2Pix -> eval telea, ns, pix2pix
-# (+ sd when SD_MODEL names a local folder or cached hub id) -> report. Rerunning reuses what is finished.
+# `make demo`: demo photos from scikit-image -> a train/test split -> train every model the toolkit trains in a small
+# CPU configuration (the paper configurations on a GPU) -> eval them with telea, ns (+ sd with SD_MODEL) on the
+# HELD-OUT images -> report. Rerunning reuses what is finished.
 #   SD_MODEL=/path/to/stable-diffusion-inpainting make demo
-#   FID_WEIGHTS=/path/to/pt_inception-2015-12-05-6726825d.pth make demo
+#   FID_WEIGHTS=/path/to/pt_inception-2015-12-05-6726825d.pth LPIPS_WEIGHTS=/path/to/alexnet-owt-7be5be79.pth make demo
+#   VGG_WEIGHTS=/path/to/vgg19-dcbb9e9d.pth make demo        (DMFN's perceptual losses; without: --no-perceptual)
+#   DEMO_STEPS=2000 make demo                                 (longer training)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DI=.venv/bin/diffinpaint
 OUT=${DEMO_OUT:-demo-out}
 
+# 1. Data: 27 photos, then 2/3 to train on and 1/3 held out for scoring (split by image content)
 [ -f "$OUT/data/masks.csv" ] || $DI data demo --out "$OUT/data"
-$DI data check "$OUT/data"
+[ -d "$OUT/test/images" ] || $DI data split "$OUT/data" --test-fraction 0.34 --seed 0 --out-train "$OUT/train" \
+  --out-test "$OUT/test"
+$DI data check "$OUT/test"
 
+# 2. Train every model on the train split (resumed when a checkpoint exists)
 if .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  TRAIN=(--size 256 --steps "${PIX2PIX_STEPS:-4000}" --batch-size 8 --mixed-precision bf16)  # the paper's net
-else
-  TRAIN=(--size 128 --ngf 32 --ndf 32 --steps "${PIX2PIX_STEPS:-600}" --batch-size 4)  # about 3 minutes on 2 cores
+  STEPS=${DEMO_STEPS:-4000}
+  declare -A TRAIN=(
+    [pix2pix]="--size 256 --batch-size 8 --holes box --mixed-precision bf16"
+    [deepfill]="--size 256 --batch-size 8 --holes box --mixed-precision bf16"
+    [dmfn]="--size 256 --batch-size 8 --holes box --mixed-precision bf16"
+    [dcgan]="--size 64 --batch-size 64"
+    [transgan]="--size 32 --batch-size 64 --mixed-precision bf16"
+    [repaint]="--size 64 --batch-size 16 --mixed-precision bf16"
+  )
+  INFER=(--dcgan-iterations 1500 --repaint-steps 250)
+else  # a few minutes on 2 cores: small networks at small sizes (the test photos are resized in and out)
+  STEPS=${DEMO_STEPS:-150}
+  declare -A TRAIN=(
+    [pix2pix]="--size 128 --ngf 32 --ndf 32 --batch-size 4 --holes box"
+    [deepfill]="--size 64 --cnum 24 --batch-size 4 --holes box --lr 5e-4"
+    [dmfn]="--size 64 --nf 16 --ndf 16 --n-blocks 4 --batch-size 4 --holes box"
+    [dcgan]="--size 32 --gf 32 --df 32 --batch-size 16"
+    [transgan]="--size 32 --dim 64 --depth 1,1,1 --d-dim 64 --d-depth 1 --batch-size 8 --holes box"
+    [repaint]="--size 32 --block-channels 32,64 --norm-groups 8 --batch-size 8 --lr 5e-4"
+  )
+  INFER=(--dcgan-iterations 150 --dcgan-restarts 2 --repaint-steps 50 --jump-length 5 --jump-n-sample 2)
 fi
-RESUME=()
-compgen -G "$OUT/pix2pix/checkpoints/step_*" > /dev/null && RESUME=(--resume)
-$DI train pix2pix --data "$OUT/data" --out "$OUT/pix2pix" "${TRAIN[@]}" "${RESUME[@]}"
-# pix2pix outputs made by an older checkpoint are stale: redo that model's run (eval refuses to mix them)
-NEWEST=$(ls "$OUT/pix2pix/checkpoints" | tail -1)
-RUN_CONFIG="$OUT/eval/runs/pix2pix/config.toml"
-if [ -f "$RUN_CONFIG" ] && ! grep -q "$NEWEST" "$RUN_CONFIG"; then rm -rf "$OUT/eval/runs/pix2pix"; fi
+if [ -n "${VGG_WEIGHTS:-}" ]; then TRAIN[dmfn]+=" --vgg-weights $VGG_WEIGHTS"; else TRAIN[dmfn]+=" --no-perceptual"; fi
+CKPT_ARGS=()
+for model in pix2pix deepfill dmfn dcgan transgan repaint; do
+  RESUME=()
+  compgen -G "$OUT/$model/checkpoints/step_*" > /dev/null && RESUME=(--resume)
+  # shellcheck disable=SC2086
+  $DI train "$model" --data "$OUT/train" --out "$OUT/$model" --steps "$STEPS" ${TRAIN[$model]} \
+    --sample-every "$STEPS" --checkpoint-every "$STEPS" "${RESUME[@]}"
+  CKPT_ARGS+=("--$model-checkpoint" "$OUT/$model")
+  # outputs made by an older checkpoint are stale: redo that model's run (eval refuses to mix them)
+  NEWEST=$(ls "$OUT/$model/checkpoints" | tail -1)
+  RUN_CONFIG="$OUT/eval/runs/$model/config.toml"
+  if [ -f "$RUN_CONFIG" ] && ! grep -q "$NEWEST" "$RUN_CONFIG"; then rm -rf "$OUT/eval/runs/$model"; fi
+done
 
-MODELS=telea,ns,pix2pix
+# 3. Score on the held-out split only
+MODELS=telea,ns,pix2pix,deepfill,dmfn,dcgan,transgan,repaint
 SD_ARGS=()
 if [ -n "${SD_MODEL:-}" ]; then
   MODELS=sd,$MODELS
@@ -32,8 +65,9 @@ if [ -n "${SD_MODEL:-}" ]; then
 else
   echo "sd: skipped; to add Stable Diffusion: SD_MODEL=/path/to/inpainting-checkpoint (or a cached hub id) make demo"
 fi
-FID_ARGS=()
-[ -n "${FID_WEIGHTS:-}" ] && FID_ARGS=(--fid-weights "$FID_WEIGHTS")
-$DI eval --models "$MODELS" --data "$OUT/data" --out "$OUT/eval" --pix2pix-checkpoint "$OUT/pix2pix" \
-  "${SD_ARGS[@]}" "${FID_ARGS[@]}"
+WEIGHT_ARGS=()
+[ -n "${FID_WEIGHTS:-}" ] && WEIGHT_ARGS+=(--fid-weights "$FID_WEIGHTS")
+[ -n "${LPIPS_WEIGHTS:-}" ] && WEIGHT_ARGS+=(--lpips-weights "$LPIPS_WEIGHTS")
+$DI eval --models "$MODELS" --data "$OUT/test" --out "$OUT/eval" "${CKPT_ARGS[@]}" "${INFER[@]}" \
+  "${SD_ARGS[@]}" "${WEIGHT_ARGS[@]}"
 echo "report: $(realpath "$OUT/eval/report.html")"
