@@ -19,12 +19,14 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
-# demo dataset from scikit-image photos -> train a small Pix2Pix -> eval telea, ns, pix2pix (+ sd with SD_MODEL)
+# demo photos from scikit-image -> train/test split -> train all six models small -> eval on the held-out photos
 demo: $(STAMP)
 	bash eval/demo.sh
 
+# the quick benchmarks (a few minutes on a CPU); eval/bench_train.py, bench_sample.py, bench_sd.py take more options
 bench: $(STAMP)
 	$(PY) eval/bench_metrics.py
+	$(PY) eval/bench_train.py --quick --out eval/results/train_cpu_quick
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
