@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))  # eval/machine.py, eval/bench_train.py
+from machine import code_version, merge_previous, peak_memory, run_child  # noqa: E402  (eval/machine.py)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DIFFINPAINT_OFFLINE", "1")
@@ -47,29 +46,6 @@ os.environ.setdefault("DIFFINPAINT_OFFLINE", "1")
 INPUT_SIZE = 256  # the harness's image size; inpaint() resizes to the trained size and back
 
 
-def code_version() -> str:
-    """The commit measured: `git rev-parse --short HEAD`, plus '+edits' when diffinpaint/ differs from it."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "diffinpaint"], cwd=ROOT, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        return (head or "unknown") + ("+edits" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def process_peak_rss_mib() -> float:
-    """This process's peak resident set size (MiB): VmHWM from /proc/self/status, which belongs to the address
-    space execve creates. (ru_maxrss is NOT usable in a child: Linux carries the parent's high-water mark over
-    fork and execve, so a child started by a large parent reports the parent's peak.)"""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # other systems: KiB on Linux, best effort
 # models with a loop whose length is an inference setting: name -> (setting, values to fit on, default value)
 LOOPS = {
     "dcgan": {"unit": "latent-search iterations", "fits": [{"iterations": 10}, {"iterations": 40}],
@@ -126,14 +102,6 @@ def _inputs(n: int, seed: int = 0):
     return images, masks
 
 
-def _peak(device) -> tuple[float, str]:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20, "cuda max_memory_allocated"
-    return process_peak_rss_mib(), "process peak RSS (VmHWM)"
-
-
 def measure(spec: dict) -> dict:
     """Build the model from the checkpoint with the given settings and time inpaint() calls."""
     import torch
@@ -174,7 +142,7 @@ def measure(spec: dict) -> dict:
         out = call()
         times.append(time.perf_counter() - t)
     assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
-    peak, kind = _peak(device)
+    peak, kind = peak_memory(device)
     per_call = sorted(times)[len(times) // 2]  # median call
     return {"load_seconds": load_seconds, "calls": len(times), "seconds_per_call": per_call,
             "seconds_per_image": per_call / spec["batch_size"], "images_per_second": spec["batch_size"] / per_call,
@@ -186,16 +154,8 @@ def measure(spec: dict) -> dict:
 # ============================================================================================ parent
 
 
-def run_child(mode: str, spec: dict, timeout: float) -> tuple[dict | None, str]:
-    try:
-        done = subprocess.run([sys.executable, __file__, "--child", mode, json.dumps(spec)], capture_output=True,
-                              text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f} s"
-    if done.returncode != 0:
-        tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:] or ["?"]
-        return None, f"failed: {tail[0][:300]}"
-    return json.loads(done.stdout.strip().splitlines()[-1]), ""
+def run_child_mode(mode: str, spec: dict, timeout: float) -> tuple[dict | None, str]:
+    return run_child(__file__, ["--child", mode, json.dumps(spec)], timeout)
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -216,7 +176,7 @@ def bench_model(name: str, kind: str, checkpoint: str, config: dict, args, devic
     if name in LOOPS:
         loop = LOOPS[name]
         # one process: a very short warm-up run (first-call costs), then one timed call per fit setting
-        result, why = run_child("measure", {**base, "settings_list": [loop["warmup"], *loop["fits"]],
+        result, why = run_child_mode("measure", {**base, "settings_list": [loop["warmup"], *loop["fits"]],
                                             "batch_size": 1}, args.timeout)
         if result is None:
             return [{"model": name, "checkpoint_kind": kind, "error": why}]
@@ -236,36 +196,19 @@ def bench_model(name: str, kind: str, checkpoint: str, config: dict, args, devic
                      "memory_kind": points[0][1]["memory_kind"], "load_seconds": points[0][1]["load_seconds"],
                      "output_settings": points[-1][1]["output_settings"]})
         if predictor.tiny and kind == "tiny":  # the contract's settings, for reference
-            result, why = run_child("measure", {**base, "settings": dict(predictor.tiny), "batch_size": 1},
+            result, why = run_child_mode("measure", {**base, "settings": dict(predictor.tiny), "batch_size": 1},
                                     args.timeout)
             if result:
                 rows.append({"model": name, "checkpoint_kind": kind, "batch_size": 1, "settings": predictor.tiny,
                              **result})
         return rows
     for batch in args.batch_sizes:
-        result, why = run_child("measure", {**base, "settings": {}, "batch_size": batch}, args.timeout)
+        result, why = run_child_mode("measure", {**base, "settings": {}, "batch_size": batch}, args.timeout)
         if result is None:
             rows.append({"model": name, "checkpoint_kind": kind, "batch_size": batch, "error": why})
             continue
         rows.append({"model": name, "checkpoint_kind": kind, "batch_size": batch, "settings": {}, **result})
     return rows
-
-
-def _row_key(row: dict) -> tuple:
-    """What a row measured: model, batch size, precision, checkpoint kind (those it has)."""
-    return tuple(row.get(k) for k in ("model", "batch_size", "precision", "checkpoint_kind", "kind"))
-
-
-def merge_previous(report: dict, previous: dict, measured: list[str]) -> None:
-    """Put the previous report's rows back in, except those this run measured again (same model, batch size,
-    precision / checkpoint kind); notes about models now measured are dropped."""
-    now = {_row_key(r) for key in ("results", "checkpoints") for r in report[key]}
-    for key in ("results", "checkpoints"):
-        report[key] = [r for r in previous.get(key, []) if _row_key(r) not in now] + report[key]
-    have = {r.get("model") for r in report["results"] if "error" not in r}
-    notes = previous.get("notes", []) + [n for n in report["notes"] if n not in previous.get("notes", [])]
-    report["notes"] = [n for n in notes if not (n.endswith("at run time: not measured") and n.split()[0] in have)]
-    report["command"] = previous.get("command", "") + " ; then " + report["command"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                         notes.append(f"{name} full checkpoint: trained its 1 step with RANDOM VGG19 weights for the "
                                      "perceptual loss (no ImageNet file offline); inference does not use VGG19")
             out = work / f"{name}_{kind}"
-            made, why = run_child("checkpoint", {"model": name, "data": data, "out": str(out), "device": device,
+            made, why = run_child_mode("checkpoint", {"model": name, "data": data, "out": str(out), "device": device,
                                                  "steps": steps, "options": options, "threads": args.threads},
                                   args.timeout)
             if made is None:
@@ -360,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         if args.merge and out.with_suffix(".json").is_file():
-            merge_previous(report, json.loads(out.with_suffix(".json").read_text()), names)
+            merge_previous(report, json.loads(out.with_suffix(".json").read_text()), ("results", "checkpoints"))
         out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
         write_markdown(out.with_suffix(".md"), report)
     for note in notes:

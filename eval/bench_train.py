@@ -50,9 +50,7 @@ import cProfile
 import json
 import os
 import pstats
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,36 +60,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))  # eval/machine.py
+from machine import code_version, merge_previous, peak_memory, run_child  # noqa: E402  (eval/machine.py)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DIFFINPAINT_OFFLINE", "1")
 
 OVERHEAD_LIMIT = 0.05  # above this the bench profiles the toolkit run and names where the time goes
-
-
-def code_version() -> str:
-    """The commit measured: `git rev-parse --short HEAD`, plus '+edits' when diffinpaint/ differs from it."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "diffinpaint"], cwd=ROOT, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        return (head or "unknown") + ("+edits" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def process_peak_rss_mib() -> float:
-    """This process's peak resident set size (MiB): VmHWM from /proc/self/status, which belongs to the address
-    space execve creates. (ru_maxrss is NOT usable in a child: Linux carries the parent's high-water mark over
-    fork and execve, so a child started by a large parent reports the parent's peak.)"""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # other systems: KiB on Linux, best effort
 
 
 # ============================================================================================ the child: one run
@@ -102,14 +76,6 @@ def _sync(device) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _peak_memory(device) -> tuple[float, str]:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20, "cuda max_memory_allocated"
-    return process_peak_rss_mib(), "process peak RSS (VmHWM)"
 
 
 def _configs(spec: dict):
@@ -160,7 +126,7 @@ def run_toolkit(spec: dict) -> dict:
     trainer.write_sample_grid = stamped_grid
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    baseline = _peak_memory(device)[0]
+    baseline = peak_memory(device)[0]
     profiler = cProfile.Profile() if spec.get("profile") else None
     called = time.perf_counter()
     if profiler:
@@ -170,7 +136,7 @@ def run_toolkit(spec: dict) -> dict:
         profiler.disable()
     _sync(device)
     returned = time.perf_counter()
-    peak, kind = _peak_memory(device)
+    peak, kind = peak_memory(device)
     rows = [json.loads(line) for line in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
     first = {k: v for k, v in rows[0].items() if k not in ("step", "lr")}
     bounds = [*stamps[1:], end[0]]  # step k (k >= 2) runs from its train_step entry to the next one
@@ -236,7 +202,7 @@ def run_plain(spec: dict) -> dict:
                              torch.stack([e[1] for e in examples]).to(device)))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    baseline = _peak_memory(device)[0]
+    baseline = peak_memory(device)[0]
     # networks and optimisers as plain PyTorch builds them: seed, build, move, optimise
     built = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -259,7 +225,7 @@ def run_plain(spec: dict) -> dict:
         times.append(time.perf_counter() - started)
         cpu_times.append(time.process_time() - cpu_started)
         first = first or losses
-    peak, kind = _peak_memory(device)
+    peak, kind = peak_memory(device)
     return {"seconds": sum(times[1:]), "cpu_seconds": sum(cpu_times[1:]), "per_step": times[1:],
             "per_step_cpu": cpu_times[1:], "setup_seconds": setup, "end_seconds": 0.0,
             "first_step_losses": first, "peak_memory_mib": peak, "baseline_memory_mib": baseline,
@@ -353,16 +319,8 @@ def model_plan(name: str, quick: bool, vgg_source) -> tuple[dict, list[str]]:
     return options, notes
 
 
-def run_child(spec: dict, timeout: float) -> tuple[dict | None, str]:
-    command = [sys.executable, __file__, "--one", json.dumps(spec)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f} s"
-    if done.returncode != 0:
-        tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:] or ["?"]
-        return None, f"failed: {tail[0][:300]}"
-    return json.loads(done.stdout.strip().splitlines()[-1]), ""
+def run_one(spec: dict, timeout: float) -> tuple[dict | None, str]:
+    return run_child(__file__, ["--one", json.dumps(spec)], timeout)
 
 
 def compare(a: dict, b: dict, by_cpu_time: bool) -> dict:
@@ -376,23 +334,6 @@ def compare(a: dict, b: dict, by_cpu_time: bool) -> dict:
             "overhead_wall": wall, "overhead_cpu_time": cpu,
             "overhead_median_step": statistics.median(a["per_step"]) / statistics.median(b["per_step"]) - 1.0,
             "first_step_loss_max_abs_diff": diff}
-
-
-def _row_key(row: dict) -> tuple:
-    """What a row measured: model, batch size, precision, checkpoint kind (those it has)."""
-    return tuple(row.get(k) for k in ("model", "batch_size", "precision", "checkpoint_kind", "kind"))
-
-
-def merge_previous(report: dict, previous: dict, measured: list[str]) -> None:
-    """Put the previous report's rows back in, except those this run measured again (same model, batch size,
-    precision / checkpoint kind); notes about models now measured are dropped."""
-    now = {_row_key(r) for key in ("results", "not_measured") for r in report[key]}
-    for key in ("results", "not_measured"):
-        report[key] = [r for r in previous.get(key, []) if _row_key(r) not in now] + report[key]
-    have = {r.get("model") for r in report["results"] if "error" not in r}
-    notes = previous.get("notes", []) + [n for n in report["notes"] if n not in previous.get("notes", [])]
-    report["notes"] = [n for n in notes if not (n.endswith("at run time: not measured") and n.split()[0] in have)]
-    report["command"] = previous.get("command", "") + " ; then " + report["command"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -510,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                             "out": str(work / f"{name}_b{batch}_{precision}_{impl}_{r}"), "batch_size": batch,
                             "precision": precision, "device": device, "threads": threads}
                     started = time.perf_counter()
-                    result, why = run_child(spec, timeout=max(120.0, 3 * args.budget))
+                    result, why = run_one(spec, timeout=max(120.0, 3 * args.budget))
                     if result is None:
                         failed = f"{impl} {why}"
                         break
@@ -551,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                     spec = {"model": name, "impl": "toolkit", "options": options, "data": data, "steps": steps,
                             "out": str(work / f"{name}_b{batch}_{precision}_profile"), "batch_size": batch,
                             "precision": precision, "device": device, "threads": threads, "profile": True}
-                    profiled, why = run_child(spec, timeout=max(120.0, 3 * args.budget))
+                    profiled, why = run_one(spec, timeout=max(120.0, 3 * args.budget))
                     row["profile"] = profiled["profile"] if profiled else {"_note": why}
                     if profiled:
                         _print_profile(row["profile"], steps)
@@ -567,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         if args.merge and out.with_suffix(".json").is_file():
-            merge_previous(report, json.loads(out.with_suffix(".json").read_text()), names)
+            merge_previous(report, json.loads(out.with_suffix(".json").read_text()), ("results", "not_measured"))
             overheads = [r["overhead"] for r in report["results"]]
             worst = report["trainer_overhead_max"] = max(overheads) if overheads else float("nan")
         out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
