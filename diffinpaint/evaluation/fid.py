@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 from ..util.errors import UserError
+from ..util.weights import find_weights
 from ..util.files import sha256_file
 
 WEIGHTS_NAMES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
@@ -42,27 +43,15 @@ class FIDUnavailable(RuntimeError):
     """No Inception weights: FID/KID are reported missing, everything else still runs."""
 
 
-def _find_weights(weights: str | Path | None) -> Path:
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise UserError(f"--fid-weights {path}: no such file; pass the path of "
-                             f"{WEIGHTS_NAMES[0]} (or leave it out to report FID as missing)")
-        return path
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    for name in WEIGHTS_NAMES:
-        if (hub / name).is_file():
-            return hub / name
-    truthy = {"1", "true", "yes", "on"}
-    if {os.environ.get(v, "").strip().lower() for v in ("HF_HUB_OFFLINE", "DIFFINPAINT_OFFLINE")} & truthy:
-        raise FIDUnavailable("no Inception weights in the torch hub cache and offline mode is on")
+def _inception_url() -> str:
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
-    try:  # the usual download into the torch hub cache (weights_only: plain tensors)
-        torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, progress=False, weights_only=True)
-    except Exception as err:
-        raise FIDUnavailable(f"the Inception weights could not be downloaded ({type(err).__name__})") from None
-    return hub / WEIGHTS_NAMES[1]
+    return URL_INCEPTION_V3
+
+
+def _find_weights(weights: str | Path | None) -> Path:
+    return find_weights(weights, flag="--fid-weights", names=WEIGHTS_NAMES, url=_inception_url,
+                        what="Inception", unavailable=FIDUnavailable)
 
 
 class InceptionFeatures:

@@ -12,7 +12,6 @@ that side (bilinear, prediction and ground truth alike) rather than dropped.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 
 from ..util.errors import UserError
 from ..util.files import sha256_file
+from ..util.weights import find_weights as find_hub_weights
 
 WEIGHTS_NAME = "alexnet-owt-7be5be79.pth"
 MIN_SIDE = 32
@@ -32,26 +32,15 @@ class LPIPSUnavailable(RuntimeError):
     """No AlexNet weights: the lpips columns are reported missing, everything else still runs."""
 
 
-def find_weights(weights: str | Path | None) -> Path:
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise UserError(f"--lpips-weights {path}: no such file; pass the path of torchvision's {WEIGHTS_NAME} "
-                            "(or leave it out to report LPIPS as missing)")
-        return path
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_NAME
-    if cached.is_file():
-        return cached
-    truthy = {"1", "true", "yes", "on"}
-    if {os.environ.get(v, "").strip().lower() for v in ("HF_HUB_OFFLINE", "DIFFINPAINT_OFFLINE")} & truthy:
-        raise LPIPSUnavailable("no AlexNet weights in the torch hub cache and offline mode is on")
+def _alexnet_url() -> str:
     from torchvision.models import AlexNet_Weights
 
-    try:  # torchvision's usual download into the hub cache
-        torch.hub.load_state_dict_from_url(AlexNet_Weights.IMAGENET1K_V1.url, progress=False, weights_only=True)
-    except Exception as err:
-        raise LPIPSUnavailable(f"the AlexNet weights could not be downloaded ({type(err).__name__})") from None
-    return cached
+    return AlexNet_Weights.IMAGENET1K_V1.url
+
+
+def find_weights(weights: str | Path | None) -> Path:
+    return find_hub_weights(weights, flag="--lpips-weights", names=(WEIGHTS_NAME,), url=_alexnet_url,
+                            what="AlexNet (LPIPS)", unavailable=LPIPSUnavailable)
 
 
 def _backbone_state(state: dict, path: Path) -> dict[str, torch.Tensor]:
