@@ -27,30 +27,13 @@ from diffinpaint.training.setup import make_model, prepare_model
 from diffinpaint.util.checkpoint import checkpoint_dirs, resolve_checkpoint
 from diffinpaint.util.errors import UserError
 from diffinpaint.util.files import sha256_file
+from make_pix2pix_golden import write_dataset as _write_dataset  # the pinned runs' data, shared with the script
 
 GOLDEN = Path(__file__).parent / "data" / "pix2pix_golden.json"
 
 TINY = dict(size=32, ngf=8, ndf=8, batch_size=2, device="cpu", sample_every=5, checkpoint_every=3)
 
 
-def _write_dataset(root: Path, n: int = 5, mask_pngs: bool = False) -> Path:
-    (root / "images" / "cats").mkdir(parents=True)
-    rows = ["image,x,y,width,height"]
-    for i in range(n):
-        h, w = 40 + 8 * i, 48
-        yy, xx = np.mgrid[0:h, 0:w]
-        image = np.stack([(xx * 4 + i * 30) % 256, (yy * 5) % 256, ((xx + yy) * 3) % 256], -1).astype(np.uint8)
-        Image.fromarray(image).save(root / "images" / "cats" / f"{i}.png")
-        if mask_pngs:
-            mask = np.zeros((h, w), np.uint8)
-            mask[10:24, 12:30] = 255
-            (root / "masks" / "cats").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(mask).save(root / "masks" / "cats" / f"{i}.png")
-        else:
-            rows.append(f"cats/{i}.png,12,10,18,14")
-    if not mask_pngs:
-        (root / "masks.csv").write_text("\n".join(rows) + "\n")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +138,6 @@ def test_lr_schedule_constant_then_linear():
 
 def test_losses_finite_and_l1_falls_on_a_fixed_batch(data):
     from accelerate import Accelerator
-
-    from diffinpaint.data import load_dataset
 
     images = _images(data)
     batch = [images.example(i, np.random.default_rng(i), False) for i in range(2)]
