@@ -22,6 +22,7 @@ class SeededNoise(TeleaModel):
     """Fills holes with noise drawn from each image's seed: exposes any seed that depends on batch position."""
 
     name = "seeded_noise"
+    deterministic = False  # unlike the Telea it inherits from, its fill comes from the seed
 
     def inpaint(self, images, masks, *, seeds, labels):
         out = []

@@ -37,6 +37,7 @@ class Counting(TeleaModel):
     """Seeded noise in the holes; counts how many instances are alive while any of them runs."""
 
     name = "count_a"
+    deterministic = False  # stands in for a seeded model (Telea itself runs once)
     live = 0
     most_alive_while_running = 0
     calls: list[str] = []

@@ -49,9 +49,6 @@ from ..util.files import atomic_write_text
 FID_MIN_CROPS = fidlib.FEATURE_DIM
 MARKER = ".diffinpaint-eval"
 MARKER_CONTENT = {"format": "diffinpaint-eval", "version": 1}
-# models whose output does not depend on the seed: run once whatever --seeds says (a model class may also say
-# so itself with a `deterministic` attribute)
-DETERMINISTIC = {"telea", "ns"}
 BATCH_PIXELS = 1 << 22  # pixels per scoring batch (16 images of 512²): bounds memory whatever the image size
 
 
@@ -117,8 +114,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def is_deterministic(name: str) -> bool:
-    declared = getattr(model_class(name), "deterministic", None)
-    return bool(declared) if declared is not None else name in DETERMINISTIC
+    """Models whose output does not depend on the seed say so (`deterministic`): they run once whatever --seeds."""
+    return bool(model_class(name).deterministic)
 
 
 def _free(model) -> None:

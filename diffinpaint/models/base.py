@@ -26,6 +26,8 @@ class InpaintModel:
     # True for models that optimise at test time (DCGAN's latent search): the runner then does not wrap
     # `inpaint` in torch.inference_mode(), which would forbid autograd
     needs_grad: bool = False
+    # True for models whose output does not depend on the seed (classical): eval --seeds runs them once
+    deterministic: bool = False
 
     def inpaint(
         self,

@@ -21,6 +21,7 @@ class ClassicalSettings:
 
 class _OpenCVInpaint(InpaintModel):
     Settings = ClassicalSettings
+    deterministic = True  # seed-free: eval --seeds runs it once
     flag: int
 
     @staticmethod
