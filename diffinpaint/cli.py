@@ -85,12 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="masks.csv (box only; the default for box) or masks/*.png (default otherwise)")
     masks.add_argument("--replace", action="store_true", help="replace the dataset's existing mask source")
     split = data_verbs.add_parser("split", help="split a dataset folder into disjoint training and test folders "
-                                  "(by image content, masks carried along)")
+                                  "(by image content and group, masks carried along)")
     split.add_argument("data", type=Path, metavar="DATA")
     split.add_argument("--test-fraction", required=True, type=float, help="share of images in the test folder")
     split.add_argument("--seed", type=int, default=0, help="which images go to the test side (default 0)")
     split.add_argument("--out-train", required=True, type=Path, help="new folder for the training images")
     split.add_argument("--out-test", required=True, type=Path, help="new folder for the test images")
+    split.add_argument("--group-by", action="append", default=[], metavar="RULE",
+                       help="keep each group on one side: `label` (first folder under images/), `regex:PATTERN` "
+                            "(searched in the path under images/; its first group or the whole match names the "
+                            "group) or a CSV of image,group (csv:FILE or FILE.csv); repeatable. Identical images, "
+                            "near-duplicates (perceptual hash) and DATA/groups.csv (written by `data demo`) are "
+                            "always kept together")
 
     run = verbs.add_parser("run", help="run one model over a dataset into a run folder")
     run.add_argument("--model", required=True, choices=[*MODELS, *TRAINED])
@@ -164,7 +170,8 @@ def _cmd_data(args) -> int:
     if args.data_verb == "split":
         from .data.split import split_dataset
 
-        n_train, n_test = split_dataset(args.data, args.test_fraction, args.seed, args.out_train, args.out_test)
+        n_train, n_test = split_dataset(args.data, args.test_fraction, args.seed, args.out_train, args.out_test,
+                                        group_by=args.group_by, log=print)
         print(f"{n_train} training images in {args.out_train}, {n_test} test images in {args.out_test}")
         return 0
     if args.data_verb == "check":

@@ -11,7 +11,15 @@ cd "$(dirname "$0")/.."
 DI=.venv/bin/diffinpaint
 OUT=${DEMO_OUT:-demo-out}
 
-# 1. Data: 27 photos, then 2/3 to train on and 1/3 held out for scoring (split by image content)
+# 1. Data: 27 crops of 9 photos, then 2/3 to train on and 1/3 held out for scoring. The split keeps every photo's
+#    crops on one side (data/groups.csv, written by `data demo`) and near-duplicates together: no photo is both
+#    trained on and scored.
+if { [ -f "$OUT/data/masks.csv" ] && [ ! -f "$OUT/data/groups.csv" ]; } || \
+   { [ -f "$OUT/test/split.json" ] && ! grep -q '"groups"' "$OUT/test/split.json"; }; then
+  echo "error: $OUT holds a demo split from before photos were kept on one side (crops of one photo in both" \
+    "train and test); delete $OUT (or DEMO_OUT=another-folder) and rerun" >&2
+  exit 2
+fi
 [ -f "$OUT/data/masks.csv" ] || $DI data demo --out "$OUT/data"
 [ -d "$OUT/test/images" ] || $DI data split "$OUT/data" --test-fraction 0.34 --seed 0 --out-train "$OUT/train" \
   --out-test "$OUT/test"

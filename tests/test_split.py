@@ -5,6 +5,7 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -86,6 +87,8 @@ def test_the_side_follows_content_not_names(demo_small, tmp_path):
         path.rename(path.with_name("x_" + path.name))
     rows = [rows[0]] + [r.replace("/", "/x_", 1) for r in rows[1:]]
     (renamed / "masks.csv").write_text("\n".join(rows) + "\n")
+    groups = (renamed / "groups.csv").read_text().splitlines()  # the demo's photo groups, renamed with them
+    (renamed / "groups.csv").write_text("\n".join([groups[0]] + [r.replace("/", "/x_", 1) for r in groups[1:]]))
     split_dataset(demo_small, 0.4, 0, tmp_path / "tr1", tmp_path / "te1")
     split_dataset(renamed, 0.4, 0, tmp_path / "tr2", tmp_path / "te2")
     assert sorted(fingerprints(tmp_path / "te1").values()) == sorted(fingerprints(tmp_path / "te2").values())
@@ -130,3 +133,142 @@ def test_a_folder_without_masks_splits_into_image_folders(tmp_path, demo_small):
     assert n_train + n_test == 9 and n_train and n_test
     assert not (tmp_path / "tr" / "masks.csv").exists() and not (tmp_path / "tr" / "masks").exists()
     assert len(list((tmp_path / "te" / "images").rglob("*.png"))) == n_test
+
+
+# ---------------------------------------------------------------------------------------------- groups
+
+
+def scene_of(image_id: str) -> str:
+    """The demo photo a crop was cut from (the two motorcycle photos are one stereo scene)."""
+    photo = image_id.split("/")[-1].rsplit("_", 1)[0]
+    return "motorcycle" if photo.startswith("motorcycle") else photo
+
+
+def image_ids(root):
+    return {p.relative_to(root / "images").as_posix() for p in (root / "images").rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def demo_three(tmp_path_factory):
+    """The demo's layout: 3 crops of each of 9 photos (48 px), groups.csv written by `data demo`."""
+    from diffinpaint.data.demo import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("demo3") / "data", size=48, crops_per_photo=3, hole_size=12)
+
+
+@pytest.mark.parametrize("seed,fraction", [(0, 0.34), (1, 0.34), (2, 0.2), (3, 0.5)])
+def test_demo_split_puts_no_photo_on_both_sides(demo_three, tmp_path, capsys, seed, fraction):
+    assert main(["data", "split", str(demo_three), "--test-fraction", str(fraction), "--seed", str(seed),
+                 "--out-train", str(tmp_path / "tr"), "--out-test", str(tmp_path / "te")]) == 0  # no option
+    train, test = image_ids(tmp_path / "tr"), image_ids(tmp_path / "te")
+    assert len(train) + len(test) == 27 and train and test
+    assert not {scene_of(i) for i in train} & {scene_of(i) for i in test}
+    assert "groups.csv (recorded): 27 images in 8 groups" in capsys.readouterr().out
+    for side, ids in (("tr", train), ("te", test)):  # each side carries its rows of groups.csv
+        rows = list(csv.DictReader(open(tmp_path / side / "groups.csv")))
+        assert {r["image"] for r in rows} == ids and all(r["group"] == scene_of(r["image"]) for r in rows)
+        assert json.loads((tmp_path / side / "split.json").read_text())["groups"]["n_groups"] == 8
+
+
+def test_the_default_demo_split_is_18_and_9_with_whole_photos(demo_three, tmp_path):
+    n_train, n_test = split_dataset(demo_three, 0.34, 0, tmp_path / "tr", tmp_path / "te")
+    assert (n_train, n_test) == (18, 9)
+
+
+def photo_crops(root, names, size=64):
+    """images/<name>.png: centre crops of different scikit-image photos, no mask source."""
+    from diffinpaint.data.demo import demo_crops
+
+    crops = {stem.rsplit("_", 1)[0]: crop for _, stem, crop in demo_crops(size, 1)}
+    for name, source in names.items():
+        path = root / "images" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(crops[source]).save(path, **({"quality": 80} if name.endswith(".jpg") else {}))
+    return root
+
+
+def sides(tmp_path, data, seed, fraction=0.5, group_by=()):
+    tr, te = tmp_path / f"tr{seed}", tmp_path / f"te{seed}"
+    split_dataset(data, fraction, seed, tr, te, group_by=group_by)
+    return image_ids(tr), image_ids(te)
+
+
+def test_near_duplicates_stay_on_one_side_without_any_option(tmp_path):
+    """JPEG re-save, 2-px re-crop, 0.8x resize and mirrored copy of one photo, under other names and labels."""
+    data = photo_crops(tmp_path / "data", {"a/chelsea.png": "chelsea", "a/astronaut.png": "astronaut",
+                                           "b/coffee.png": "coffee", "b/rocket.png": "rocket",
+                                           "c/ihc.png": "ihc", "c/retina.png": "retina",
+                                           "web/cat.jpg": "chelsea"})
+    cat = np.asarray(Image.open(data / "images" / "a" / "chelsea.png"))
+    Image.fromarray(cat[2:, 2:]).save(data / "images" / "web" / "cat_crop.png")
+    Image.fromarray(cat).resize((51, 51), Image.BICUBIC).save(data / "images" / "small.png")
+    (data / "images" / "z").mkdir()
+    Image.fromarray(np.ascontiguousarray(cat[:, ::-1])).save(data / "images" / "z" / "mirror.png")
+    copies = {"a/chelsea.png", "web/cat.jpg", "web/cat_crop.png", "small.png", "z/mirror.png"}
+    for seed in range(4):
+        train, test = sides(tmp_path, data, seed)
+        assert copies <= train or copies <= test, (seed, train, test)
+        record = json.loads((tmp_path / f"te{seed}" / "split.json").read_text())["groups"]
+        assert record["n_groups"] == 6
+    near = record["near_duplicates"] + json.loads((tmp_path / "tr3" / "split.json").read_text())["groups"][
+        "near_duplicates"]
+    assert {frozenset(p[:2]) for p in near} >= {frozenset({"a/chelsea.png", "web/cat.jpg"}),
+                                               frozenset({"a/chelsea.png", "z/mirror.png"})}
+
+
+def test_group_by_label_regex_and_csv_keep_groups_on_one_side(tmp_path, capsys):
+    # patients: two different photos each, flat folder, named p<patient>_<n>.png
+    names = {"p1_0.png": "chelsea", "p1_1.png": "rocket", "p2_0.png": "astronaut", "p2_1.png": "ihc",
+             "p3_0.png": "coffee", "p3_1.png": "retina", "p4_0.png": "hubble_deep_field",
+             "p4_1.png": "motorcycle_left"}
+    data = photo_crops(tmp_path / "data", names)
+    patient = lambda ids: {i.split("_")[0] for i in ids}  # noqa: E731
+    for seed in range(5):
+        train, test = sides(tmp_path / "regex", data, seed, group_by=[r"regex:^p(\d+)_"])
+        assert not patient(train) & patient(test) and len(test) in (2, 4, 6)
+    # the same groups from a CSV file
+    (tmp_path / "groups.csv").write_text("image,group\n" + "".join(f"{n},{n[:2]}\n" for n in names))
+    for seed in range(5):
+        train, test = sides(tmp_path / "csv", data, seed, group_by=[str(tmp_path / "groups.csv")])
+        assert not patient(train) & patient(test)
+    # label = first folder under images/
+    labelled = photo_crops(tmp_path / "labelled", {f"{n[:2]}/{n}": s for n, s in names.items()})
+    for seed in range(5):
+        train, test = sides(tmp_path / "label", labelled, seed, group_by=["label"])
+        assert not {i.split("/")[0] for i in train} & {i.split("/")[0] for i in test}
+    # through the CLI, repeatable, with what each rule did
+    joined = r"regex:^p[12]/.*_(0)"  # joins patients 1 and 2 through their first images
+    assert main(["data", "split", str(labelled), "--test-fraction", "0.5", "--out-train", str(tmp_path / "t1"),
+                 "--out-test", str(tmp_path / "t2"), "--group-by", "label", "--group-by", joined]) == 0
+    out = capsys.readouterr().out
+    assert "--group-by label: 8 images in 4 groups" in out
+    assert f"--group-by {joined}: 2 images in 1 groups, 6 on their own" in out and "8 images in 3 groups" in out
+    train, test = image_ids(tmp_path / "t1"), image_ids(tmp_path / "t2")
+    assert {i[:2] for i in test} in ({"p1", "p2"}, {"p3", "p4"}) and len(train) == len(test) == 4
+
+
+@pytest.mark.parametrize("case", ["unknown-rule", "bad-regex", "regex-matches-nothing", "csv-unknown-image",
+                                  "csv-no-group-column", "csv-missing", "one-big-group", "no-labels"])
+def test_bad_group_by_is_one_line_exit_2_and_nothing_written(demo_small, tmp_path, capsys, case):
+    data = demo_small
+    if case == "no-labels":  # a flat folder: every image straight under images/
+        data = photo_crops(tmp_path / "flat", {"a.png": "chelsea", "b.png": "rocket"})
+    table = tmp_path / "g.csv"
+    table.write_text({"csv-unknown-image": "image,group\ncat/chelsea_0.png,a\ncat/typo.png,a\n",
+                      "csv-no-group-column": "image,patient\ncat/chelsea_0.png,a\n"}.get(case, "image,group\n"))
+    rule = {"unknown-rule": "folder", "bad-regex": "regex:(", "regex-matches-nothing": "regex:^nothing/",
+            "csv-unknown-image": str(table), "csv-no-group-column": f"csv:{table}",
+            "csv-missing": str(tmp_path / "nope.csv"), "one-big-group": "regex:png", "no-labels": "label"}[case]
+    argv = ["data", "split", str(data), "--test-fraction", "0.3", "--out-train", str(tmp_path / "tr"),
+            "--out-test", str(tmp_path / "te"), "--group-by", rule]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    expected = {"unknown-rule": "not a grouping rule", "bad-regex": "not a regular expression",
+                "regex-matches-nothing": "matches none of the 9 image paths",
+                "csv-unknown-image": "1 row(s) name images that are not in the dataset (e.g. 'cat/typo.png')",
+                "csv-no-group-column": "columns image,group", "csv-missing": "no such file",
+                "one-big-group": "(1 groups that stay on one side, the largest 9 images) leaves the test side empty",
+                "no-labels": "none of the 2 images is in a label folder"}
+    assert expected[case] in err[0]
+    assert not (tmp_path / "tr").exists() and not (tmp_path / "te").exists()

@@ -2,7 +2,9 @@
 
 Each photo is scaled so its shorter side is one of a few sizes and cut into deterministic square crops;
 every crop gets two 75×75 holes in masks.csv (the Kaggle photo-reconstruction layout) placed from
-(seed, image id). Labels are subfolders, so prompt sets with {label} work on it.
+(seed, image id). Labels are subfolders, so prompt sets with {label} work on it. groups.csv records the scene each
+crop was cut from (the two motorcycle photos are one stereo pair: one scene), and `data split` keeps a scene's
+crops on one side with no option: crops of one photo on both sides would be a test set the models have seen.
 """
 from __future__ import annotations
 
@@ -30,6 +32,14 @@ PHOTOS = {
     "ihc.png": "tissue",
     "retina.jpg": "retina",
 }
+# photo -> scene, where two photos show one scene (groups.csv; otherwise the scene is the photo's own name)
+SCENES = {"motorcycle_left": "motorcycle", "motorcycle_right": "motorcycle"}
+
+
+def scene(crop_stem: str) -> str:
+    """The scene a crop ("motorcycle_left_2") was cut from ("motorcycle")."""
+    photo = crop_stem.rsplit("_", 1)[0]
+    return SCENES.get(photo, photo)
 
 
 def _photo(name: str) -> np.ndarray:
@@ -65,7 +75,7 @@ def make_demo_dataset(out: str | Path, *, size: int = 256, crops_per_photo: int 
         raise UserError(f"--hole-size {hole_size} does not fit --size {size}; choose a hole size from 1 to {size}")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose a new --out folder")
-    rows = []
+    rows, groups = [], []
     for label, stem, crop in demo_crops(size, crops_per_photo):
         image_id = f"{label}/{stem}.png"
         path = out / "images" / image_id
@@ -73,9 +83,15 @@ def make_demo_dataset(out: str | Path, *, size: int = 256, crops_per_photo: int 
         atomic_write_bytes(path, png_bytes(crop))
         rng = np.random.default_rng(derive_seed(seed, image_id))
         rows += [(image_id, *box) for box in box_holes(size, size, holes, hole_size, rng)]
+        groups.append((image_id, scene(stem)))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["image", "x", "y", "width", "height"])
     writer.writerows(rows)
     atomic_write_text(out / "masks.csv", buffer.getvalue())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "group"])
+    writer.writerows(groups)
+    atomic_write_text(out / "groups.csv", buffer.getvalue())
     return out

@@ -16,7 +16,6 @@ import torch
 from ..data import Sample, discover_images, load_dataset
 from ..data.masks import box_mask, irregular_mask
 from ..util.errors import UserError
-from ..util.files import pixel_fingerprint
 from ..util.imageops import resize_images, resize_masks
 
 TOOLKIT_HOLES = ("box", "thin", "medium", "thick")  # the toolkit's own generators (data/masks.py)
@@ -118,7 +117,16 @@ class StepBatches(torch.utils.data.Sampler):
 
 def training_set_record(samples: list[Sample]) -> dict:
     """CKPT/training_set.json: the content fingerprint of every training image (decoded pixels, so a re-saved copy
-    of the same photo is recognised); `diffinpaint eval` compares it with the images it scores."""
-    return {"format": "diffinpaint-training-set", "version": 1, "fingerprint": "sha256 of decoded RGB pixels",
-            "n_images": len(samples),
-            "images": [{"image": s.image_id, "fingerprint": pixel_fingerprint(s.load_image())} for s in samples]}
+    of the same photo is recognised) and its perceptual hashes, of the image and of its mirror image (so a JPEG
+    re-save, a small re-crop, a resize or a flip is recognised too); `diffinpaint eval` compares it with the
+    images it scores (evaluation/leakage.py)."""
+    from ..data.near_duplicates import HASH_NAME, NEAR_DISTANCE, image_key, to_hex
+
+    images = []
+    for s in samples:
+        key = image_key(s.load_image())
+        images.append({"image": s.image_id, "fingerprint": key.fingerprint, "phash": to_hex(key.phash),
+                       "phash_flip": to_hex(key.phash_flip)})
+    return {"format": "diffinpaint-training-set", "version": 2, "fingerprint": "sha256 of decoded RGB pixels",
+            "perceptual_hash": HASH_NAME, "near_distance": NEAR_DISTANCE, "n_images": len(samples),
+            "images": images}
