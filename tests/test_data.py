@@ -52,14 +52,11 @@ def test_box_masks_have_the_asked_holes():
         box_mask(50, 50, 1, 75, np.random.default_rng(0))
 
 
-def test_irregular_protocols_grow_from_thin_to_thick_and_are_never_empty():
-    coverage = {}
+def test_irregular_protocols_are_never_empty_nor_over_half():
+    # LaMa's own means (thin 0.29 > thick 0.26 at 256 px, as LaMa's generator gives) are pinned in test_lama_masks
     for protocol in ("thin", "medium", "thick"):
         masks = [irregular_mask(256, 256, protocol, np.random.default_rng(seed)) for seed in range(30)]
-        assert all(m.any() for m in masks)
-        coverage[protocol] = np.mean([m.mean() for m in masks])
-    assert coverage["thin"] < coverage["thick"] and coverage["medium"] < coverage["thick"]
-    assert 0.02 < coverage["thick"] < 0.6
+        assert all(m.any() and m.mean() <= 0.5 for m in masks)
     with pytest.raises(ValueError, match="unknown mask protocol"):
         irregular_mask(64, 64, "huge", np.random.default_rng(0))
 

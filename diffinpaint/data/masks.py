@@ -1,9 +1,17 @@
-"""Mask generators: rectangular boxes and LaMa-style irregular strokes.
+"""Mask generators: rectangular boxes and LaMa's irregular `thin`, `medium`, `thick` protocols.
 
-The irregular protocols follow LaMa (Suvorov et al. 2022, configs random_{thin,medium,thick}_256): random
-polylines of thick brush strokes, plus (medium, thick) a chance of random rectangles instead. Their pixel
-parameters are defined at 256 px and scaled linearly with the image's shorter side. Re-stated by hand because
-LaMa ships no installable package.
+The irregular protocols are LaMa's test-mask generator (Suvorov et al. 2022: `bin/gen_mask_dataset.py` with
+`configs/data_gen/random_{thin,medium,thick}_{256,512}.yaml` and `saicinpainting/training/data/masks.py`),
+re-stated here in our own words because LaMa ships no installable package:
+
+* random polylines of thick brush strokes or, for `medium` and `thick`, with weight 0.3 against the strokes'
+  1 (probability 0.3/1.3), a handful of random rectangles instead;
+* the counts as LaMa's generator classes actually produce them with no ramp: one stroke more than the config's
+  `max_times`, and box sides up to `bbox_max_size` inclusive;
+* separate pixel parameters at 256 and 512 px (the 512 configs are not a linear scaling of the 256 ones);
+* LaMa draws 5 variants per image and drops those covering more than half of it (`max_tamper_area` 0.5).
+
+Measured with LaMa's own code (2,000 images each) and with this module: see README, "Mask protocols".
 """
 from __future__ import annotations
 
@@ -43,6 +51,7 @@ def box_mask(height: int, width: int, n_holes: int, hole_size: int, rng: np.rand
 
 @dataclass(frozen=True)
 class _Strokes:
+    """LaMa's `irregular_kwargs`: polylines of `min_times`..`max_times` + 1 strokes (pixels at the config's size)."""
     min_times: int
     max_times: int
     max_width: int
@@ -52,6 +61,8 @@ class _Strokes:
 
 @dataclass(frozen=True)
 class _Boxes:
+    """LaMa's `box_kwargs`: `min_times`..`max_times` rectangles, sides `min_size`..`max_size`, kept `margin` from
+    the border."""
     margin: int
     min_size: int
     max_size: int
@@ -59,55 +70,126 @@ class _Boxes:
     max_times: int
 
 
-# (strokes, boxes or None, probability of choosing boxes over strokes), parameters at 256 px
-_LAMA = {
-    "thin": (_Strokes(min_times=4, max_times=50, max_width=10, max_len=40), None, 0.0),
-    "medium": (_Strokes(min_times=4, max_times=5, max_width=50, max_len=100),
-               _Boxes(margin=0, min_size=10, max_size=50, min_times=1, max_times=5), 0.3 / 1.3),
-    "thick": (_Strokes(min_times=1, max_times=5, max_width=100, max_len=200),
-              _Boxes(margin=10, min_size=30, max_size=150, min_times=1, max_times=3), 0.3 / 1.3),
+@dataclass(frozen=True)
+class _Protocol:
+    strokes: _Strokes
+    boxes: _Boxes | None  # None: strokes only (LaMa's box_proba 0)
+    box_weight: float = 0.0  # LaMa's box_proba, against irregular_proba 1
+
+
+# configs/data_gen/random_<protocol>_<size>.yaml, value for value
+_LAMA: dict[int, dict[str, _Protocol]] = {
+    256: {
+        "thin": _Protocol(_Strokes(min_times=4, max_times=50, max_width=10, max_len=40), None),
+        "medium": _Protocol(_Strokes(min_times=4, max_times=5, max_width=50, max_len=100),
+                            _Boxes(margin=0, min_size=10, max_size=50, min_times=1, max_times=5), 0.3),
+        "thick": _Protocol(_Strokes(min_times=1, max_times=5, max_width=100, max_len=200),
+                           _Boxes(margin=10, min_size=30, max_size=150, min_times=1, max_times=3), 0.3),
+    },
+    512: {
+        "thin": _Protocol(_Strokes(min_times=4, max_times=70, max_width=20, max_len=100), None),
+        "medium": _Protocol(_Strokes(min_times=4, max_times=10, max_width=100, max_len=200),
+                            _Boxes(margin=0, min_size=30, max_size=150, min_times=1, max_times=5), 0.3),
+        "thick": _Protocol(_Strokes(min_times=1, max_times=5, max_width=250, max_len=450),
+                           _Boxes(margin=10, min_size=30, max_size=300, min_times=1, max_times=4), 0.3),
+    },
 }
+MAX_HOLE_AREA = 0.5  # LaMa's max_tamper_area: a variant covering more of the image is dropped
+_LAMA_PI = 3.1415926  # the constant LaMa's stroke angles use; kept so end points truncate as theirs do
 
 
-def _strokes(mask: np.ndarray, p: _Strokes, scale: float, rng: np.random.Generator) -> None:
+def lama_config_size(height: int, width: int) -> int:
+    """The LaMa config (256 or 512) an image is masked with: the one nearer its shorter side (up to 384 px: 256)."""
+    return 256 if min(height, width) <= 384 else 512
+
+
+def _strokes(mask: np.ndarray, p: _Strokes, rng: np.random.Generator) -> None:
     height, width = mask.shape
-    for i in range(int(rng.integers(p.min_times, p.max_times + 1))):
+    # LaMa's generator class turns max_times into min_times + 1 + (max_times - min_times) * ramp, and without a
+    # ramp (test masks) that coefficient is 1: the draw is inclusive of max_times + 1, one stroke more than the
+    # config reads
+    for i in range(int(rng.integers(p.min_times, p.max_times + 2))):
+        # each stroke starts anywhere on the image and is a polyline of 1 to 5 segments
         x, y = int(rng.integers(width)), int(rng.integers(height))
         for _ in range(1 + int(rng.integers(5))):
+            # the angle is a whole number of radians (0..max_angle-1) plus 0.01; every other stroke mirrors it,
+            # so strokes do not all drift the same way
             angle = 0.01 + int(rng.integers(p.max_angle))
             if i % 2 == 0:
-                angle = 2 * np.pi - angle
-            length = (10 + int(rng.integers(p.max_len))) * scale
-            brush = max(1, int(round((5 + int(rng.integers(p.max_width))) * scale)))
-            end_x = int(np.clip(x + length * np.sin(angle), 0, width - 1))
-            end_y = int(np.clip(y + length * np.cos(angle), 0, height - 1))
+                angle = 2 * _LAMA_PI - angle
+            length = 10 + int(rng.integers(p.max_len))
+            brush = 5 + int(rng.integers(p.max_width))
+            # the end point is truncated toward zero and clamped to [0, size] (one past the last pixel, as LaMa;
+            # cv2 clips the line at the border)
+            end_x = min(max(int(x + length * np.sin(angle)), 0), width)
+            end_y = min(max(int(y + length * np.cos(angle)), 0), height)
             cv2.line(mask, (x, y), (end_x, end_y), 1, brush)
+            # the next segment continues from where this one ended
             x, y = end_x, end_y
 
 
-def _boxes(mask: np.ndarray, p: _Boxes, scale: float, rng: np.random.Generator) -> None:
+def _boxes(mask: np.ndarray, p: _Boxes, rng: np.random.Generator) -> None:
     height, width = mask.shape
-    margin = int(p.margin * scale)
-    lo, hi = max(1, int(p.min_size * scale)), max(2, int(p.max_size * scale))
+    # without a ramp LaMa's box generator passes max_size + 1 as an exclusive bound, so sides run min..max
+    # inclusive; a box must also fit between the margins
+    side_end = min(p.max_size + 1, height - 2 * p.margin, width - 2 * p.margin)
+    # the count is min_times..max_times inclusive (the ramp adds nothing here)
     for _ in range(int(rng.integers(p.min_times, p.max_times + 1))):
-        bw = int(rng.integers(lo, min(hi, width - 2 * margin)))
-        bh = int(rng.integers(lo, min(hi, height - 2 * margin)))
-        x = int(rng.integers(margin, width - margin - bw + 1))
-        y = int(rng.integers(margin, height - margin - bh + 1))
-        mask[y : y + bh, x : x + bw] = 1
+        box_w, box_h = int(rng.integers(p.min_size, side_end)), int(rng.integers(p.min_size, side_end))
+        # placed uniformly so that it lies wholly inside the margins
+        x = int(rng.integers(p.margin, width - p.margin - box_w + 1))
+        y = int(rng.integers(p.margin, height - p.margin - box_h + 1))
+        mask[y : y + box_h, x : x + box_w] = 1
+
+
+def _variant(height: int, width: int, protocol: _Protocol, rng: np.random.Generator) -> np.ndarray:
+    """One draw of LaMa's mixed generator on an image of this size (uint8 H×W, 1 = hole)."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    # the mixed generator picks one kind per mask: rectangles with weight box_weight against strokes' 1
+    if protocol.boxes is not None and rng.random() < protocol.box_weight / (1.0 + protocol.box_weight):
+        _boxes(mask, protocol.boxes, rng)
+    else:
+        _strokes(mask, protocol.strokes, rng)
+    return mask
+
+
+def _resized(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A hole mask drawn at the config's size brought to the image's size with the same hole fraction (bool H×W)."""
+    if height * width > mask.size:
+        # enlarging: each pixel takes the hole's value interpolated at its place; strokes only get wider in pixels,
+        # so the 0.5 cut keeps the drawn fraction
+        return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) >= 0.5
+    # shrinking: how much of each image pixel the hole covers
+    cover = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    # the best-covered pixels become the hole, as many as keep the drawn fraction: a 0.5 cut would lose strokes
+    # thinner than a pixel on a small image; at least one pixel keeps the mask non-empty
+    keep = max(1, int(round(mask.mean() * height * width)))
+    threshold = np.partition(cover, -keep, axis=None)[-keep]
+    return cover >= max(threshold, np.float32(1e-6))
 
 
 def irregular_mask(height: int, width: int, protocol: str, rng: np.random.Generator) -> np.ndarray:
-    """A LaMa-style free-form mask (bool H×W, True = hole); never empty."""
-    if protocol not in _LAMA:
-        raise UserError(f"unknown mask protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    strokes, boxes, p_boxes = _LAMA[protocol]
-    scale = min(height, width) / 256.0
-    mask = np.zeros((height, width), dtype=np.uint8)
-    while not mask.any():
-        if boxes is not None and rng.random() < p_boxes:
-            _boxes(mask, boxes, scale, rng)
-        else:
-            _strokes(mask, strokes, scale, rng)
-    return mask.astype(bool)
+    """A LaMa mask (bool H×W, True = hole): never empty, never more than half the image.
 
+    At 256 and 512 px (shorter side) the masks follow LaMa's config of that size exactly. Any other size uses the
+    nearer config (shorter side up to 384 px: 256, above: 512) the way LaMa's gen_mask_dataset treats an image of
+    another size: the mask is drawn on the image scaled so its shorter side is the config's size (aspect kept), then
+    resized to the image keeping its hole fraction, so fractions match LaMa's at every size; the half-image limit is
+    checked on the final mask. Deterministic for a given `rng` state.
+    """
+    if protocol not in _LAMA[256]:
+        raise UserError(f"unknown mask protocol {protocol!r}; choose from {', '.join(_LAMA[256])}")
+    size = lama_config_size(height, width)
+    config = _LAMA[size][protocol]
+    # the canvas LaMa draws on: the image resized so its shorter side is the config's size, rounded as LaMa does
+    factor = size / min(height, width)
+    canvas_h, canvas_w = int(round(height * factor)), int(round(width * factor))
+    # LaMa draws 5 variants, drops those over half the image and keeps one of the rest at random; when all 5 are
+    # dropped the image gets no mask. The variants are independent, so the mask it keeps is distributed exactly as
+    # one variant conditioned on covering at most half: drawing until one does gives that same distribution, with
+    # no image left without a mask (and fewer draws). Every protocol's variant fits more often than not.
+    while True:
+        mask = _variant(canvas_h, canvas_w, config, rng)
+        hole = mask.astype(bool) if (canvas_h, canvas_w) == (height, width) else _resized(mask, height, width)
+        if hole.any() and hole.mean() <= MAX_HOLE_AREA:
+            return hole
