@@ -23,8 +23,17 @@ import sys
 from pathlib import Path
 
 from .data import DEFAULT_MAX_PIXELS, DatasetError, load_dataset
-from .models import MODELS, TRAINED, model_class
+from .models import TRAINED, TRAINED_HELP, all_names
 from .util.errors import EXIT_BAD_INPUT, UserError
+
+VERBS = {
+    "data": "dataset folders: check, demo, masks, split",
+    "run": "run one model over a dataset into a run folder",
+    "eval": "run models, score holes and whole images, write tables and report",
+    "train": "train a model",
+    "export": "export a run folder in a competition's submission format",
+    "report": "(re)write EVAL/report.html from an eval folder",
+}
 
 # OS errors the user fixes by choosing another path or freeing space (anything else from the OS is a bug report)
 USER_FIXABLE_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EEXIST, errno.ENOTDIR,
@@ -45,23 +54,34 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                        help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
-    seen = set()
-    for name in [*MODELS, *TRAINED]:
-        try:
-            add = getattr(model_class(name), "add_arguments", None)
-        except ImportError:  # a model whose module cannot import still fails clearly when chosen
-            continue
-        if add is not None and add not in seen:  # telea and ns share one set of options
-            seen.add(add)
-            add(parser.add_argument_group(f"{name} options"))
+    from .models import add_model_flags
+
+    add_model_flags(parser)  # every model's flags, grouped by model; another model's flag is refused after parsing
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _first_word(argv: list[str], after: str | None = None) -> str | None:
+    words = [a for a in argv if not a.startswith("-")]
+    if after is not None:
+        words = words[words.index(after) + 1:] if after in words else []
+    return words[0] if words else None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`'s verb (all verbs when argv is None). Other verbs get a stub, so `diffinpaint --help`,
+    `report` and `data` import no model, no torch training code and no diffusers."""
     parser = argparse.ArgumentParser(prog="diffinpaint", description="Diffusion, GAN and classical inpainting, "
-                                     "scored on the masked region only.")
+                                     "scored on the masked region and on the whole image.")
     verbs = parser.add_subparsers(dest="verb", required=True)
+    wanted = None if argv is None else (_first_word(argv) or "")  # "": no verb typed, stubs only
+    for verb, text in VERBS.items():
+        if wanted is None or verb == wanted:
+            BUILDERS[verb](verbs.add_parser(verb, help=text, description=text), argv)
+        else:
+            verbs.add_parser(verb, help=text)
+    return parser
 
-    data = verbs.add_parser("data", help="dataset folders: check, demo, masks, split")
+
+def _data_parser(data: argparse.ArgumentParser, argv) -> None:
     data_verbs = data.add_subparsers(dest="data_verb", required=True)
     check = data_verbs.add_parser("check", help="validate a dataset folder and summarise it")
     check.add_argument("dir", type=Path)
@@ -98,15 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "near-duplicates (perceptual hash) and DATA/groups.csv (written by `data demo`) are "
                             "always kept together")
 
-    run = verbs.add_parser("run", help="run one model over a dataset into a run folder")
-    run.add_argument("--model", required=True, choices=[*MODELS, *TRAINED])
+
+
+def _run_parser(run: argparse.ArgumentParser, argv) -> None:
+    run.add_argument("--model", required=True, choices=all_names())
     run.add_argument("--checkpoint", default=None, metavar="CKPT",
                      help=f"trained models ({', '.join(TRAINED)}): the --out folder of `diffinpaint train NAME` "
                           "(the same as --NAME-checkpoint)")
     _add_run_options(run)
 
-    evaluate = verbs.add_parser("eval", help="run models, score holes and whole images, write tables and report")
-    evaluate.add_argument("--models", required=True, help="comma-separated, e.g. sd,pix2pix,telea,ns")
+
+def _eval_parser(evaluate: argparse.ArgumentParser, argv) -> None:
+    evaluate.add_argument("--models", required=True, help="comma-separated, e.g. sd,pix2pix,telea,ns; only the "
+                          "listed models' flags are accepted")
     evaluate.add_argument("--runs", type=Path, default=None, help="where run folders go (default EVAL/runs)")
     evaluate.add_argument("--seeds", default=None, metavar="S1,S2,...",
                           help="run every model once per seed (runs/<model>/seed_<s>) and report the spread "
@@ -123,28 +147,39 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-report", action="store_true", help="skip report.html")
     _add_run_options(evaluate)
 
-    train = verbs.add_parser("train", help="train a model")
+
+def _train_parser(train: argparse.ArgumentParser, argv) -> None:
     train_verbs = train.add_subparsers(dest="train_verb", required=True)
-    from .models import trainable_class
-    from .training.trainer import add_arguments as add_train_arguments
-
+    wanted = None if argv is None else (_first_word(argv, after="train") or "")
     for name in TRAINED:
-        model_cls = trainable_class(name)
-        doc = (sys.modules[model_cls.__module__].__doc__ or name).strip()
-        add_train_arguments(train_verbs.add_parser(name, help=doc.splitlines()[0]), model_cls)
+        if wanted is None or name == wanted:  # only the chosen model's training code is imported
+            from .models import trainable_class
+            from .training.trainer import add_arguments as add_train_arguments
 
-    export = verbs.add_parser("export", help="export a run folder in a competition's submission format")
+            model_cls = trainable_class(name)
+            add_train_arguments(train_verbs.add_parser(name, help=TRAINED_HELP[name],
+                                                       description=TRAINED_HELP[name]), model_cls)
+        else:
+            train_verbs.add_parser(name, help=TRAINED_HELP[name])
+
+
+def _export_parser(export: argparse.ArgumentParser, argv) -> None:
     export_verbs = export.add_subparsers(dest="export_verb", required=True)
     kaggle = export_verbs.add_parser("kaggle", help="hole pixels as the Kaggle photo-reconstruction CSV (id,value)")
     kaggle.add_argument("run_dir", type=Path, metavar="RUN", help="a run folder (`diffinpaint run ... --out RUN`)")
     kaggle.add_argument("--data", required=True, type=Path, help="the dataset the run was made from (masks.csv)")
     kaggle.add_argument("--out", required=True, type=Path, help="the CSV file to write")
 
-    report = verbs.add_parser("report", help="(re)write EVAL/report.html from an eval folder")
+
+
+def _report_parser(report: argparse.ArgumentParser, argv) -> None:
     from .evaluation import report as report_module
 
     report_module.add_arguments(report)
-    return parser
+
+
+BUILDERS = {"data": _data_parser, "run": _run_parser, "eval": _eval_parser, "train": _train_parser,
+            "export": _export_parser, "report": _report_parser}
 
 
 def _print_problems(err: DatasetError) -> None:
@@ -201,17 +236,17 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .models import build_model
+    from .models import build_model, given_options
     from .runner import model_device, process_state, run
 
-    dataset = _load(args)
-    settings = _run_settings(args)
-    state = process_state(settings.device)
-    options = dict(vars(args))
+    options = given_options(args, [args.model])[args.model]  # another model's flag: refused here, in one line
     if args.checkpoint is not None:
         if args.model not in TRAINED:
             raise UserError(f"--checkpoint is for trained models ({', '.join(TRAINED)}); {args.model} takes none")
-        options[f"{args.model}_checkpoint"] = args.checkpoint
+        options["checkpoint"] = args.checkpoint
+    dataset = _load(args)
+    settings = _run_settings(args)
+    state = process_state(settings.device)
     model = build_model(args.model, options, device=model_device(state, settings.device))
     result = run(model, dataset, args.out, settings, state=state)
     if state.is_main_process:
@@ -221,24 +256,32 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .evaluation.evaluate import EvalSettings, evaluate, format_table, parse_seeds
+    from .evaluation.evaluate import EvalSettings, Variant, evaluate, format_table, parse_seeds
+    from .models import given_options, model_class
     from .runner import process_state
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise UserError("--models is empty; name at least one model, e.g. --models telea,ns")
+    for name in models:
+        model_class(name)  # unknown names: one line listing the registry
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:
+        raise UserError(f"--models {args.models}: {repeated[0]} is listed twice; name each model once")
+    typed = given_options(args, models)
+    variants = [Variant(name=m, model=m, options=typed[m]) for m in models]
     seeds = None
     if args.seeds is not None:
         seeds = parse_seeds(args.seeds)
         if args.seed != 0:
             raise UserError(f"--seed {args.seed} and --seeds {args.seeds}: pass one of them")
     dataset = _load(args)
-    settings = EvalSettings(models=models, out=args.out, runs_dir=args.runs, fid=not args.no_fid,
+    settings = EvalSettings(variants=variants, out=args.out, runs_dir=args.runs, fid=not args.no_fid,
                             fid_weights=args.fid_weights, lpips_weights=args.lpips_weights, cache_dir=args.cache_dir,
                             report=not args.no_report, seeds=seeds, allow_in_sample=args.allow_in_sample,
                             run=_run_settings(args))
     state = process_state(settings.run.device)
-    summary = evaluate(dataset, settings, vars(args), state=state)
+    summary = evaluate(dataset, settings, state=state)
     if state.is_main_process:
         print(format_table(summary))
         print(f"tables in {args.out} (summary.csv, summary.json, per_image.csv, per_bin.csv)"
@@ -253,7 +296,8 @@ def _cmd_report(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         if args.verb == "data":
             return _cmd_data(args)

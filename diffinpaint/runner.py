@@ -1,4 +1,4 @@
-"""Batch runner: one model over one dataset into one run folder (the DESIGN.md run-folder contract).
+"""Batch runner: one model over one dataset into one run folder (README "Run folders and eval folders").
 
     RUN/config.toml          resolved settings + library versions; [outputs] = what changes the pixels
     RUN/images/<rel>.png     composited output: every pixel outside the holes equals the input
@@ -220,7 +220,7 @@ def check_out_dir(out_dir: Path, dataset: Dataset) -> None:
 
 def output_settings(model: InpaintModel, settings: RunSettings) -> dict[str, Any]:
     """Everything that changes an output image. Batch size and process count only move float noise
-    (DESIGN.md: Reproducibility), so a run may resume with another batch size or process count."""
+    (README "Run folders and eval folders": reproducibility), so a run may resume with another batch size or process count."""
     return toml_safe({"model": model.name, "seed": settings.seed, "feather": settings.feather,
                       **{f"model.{k}": v for k, v in model.output_settings().items()}})
 

@@ -6,7 +6,7 @@ Data: real 256×256 photos (the demo crops from scikit-image) with two 75×75 ho
 photo with noise in the holes (composited, as eval scores it). Each row times our batched torch code and the
 reference on the same data and checks they agree, or the benchmark fails:
 
-  rmse + ssim        hole ssim (DESIGN.md): skimage's full-image SSIM map per image, averaged over each hole
+  rmse + ssim        hole ssim (README "Metrics"): skimage's full-image SSIM map per image, averaged over each hole
   rmse + ssim_crop   the earlier per-crop SSIM: skimage on each hole crop
   psnr_full + ssim_full   skimage peak_signal_noise_ratio + structural_similarity per whole image
   lpips, lpips_full  torchmetrics' LearnedPerceptualImagePatchSimilarity one crop / image at a time (random

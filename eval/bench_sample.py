@@ -1,5 +1,5 @@
 """Benchmark inference of every model the toolkit trains, through the public entry point
-`diffinpaint.models.build_model(name, {"<name>_checkpoint": DIR, ...})` and `model.inpaint(...)`.
+`diffinpaint.models.build_model(name, {"checkpoint": DIR, ...})` and `model.inpaint(...)`.
 
 Two checkpoints per model (registry `diffinpaint.models.TRAINED`, read at run time), both written by the toolkit's
 own trainer in a temp folder:
@@ -119,7 +119,7 @@ def measure(spec: dict) -> dict:
                                     "warmup": False, "min_calls": 1, "min_seconds": 0.0}))
         return {"runs": results[1:]}
     started = time.perf_counter()
-    model = build_model(spec["model"], {f"{spec['model']}_checkpoint": spec["checkpoint"], **spec["settings"]},
+    model = build_model(spec["model"], {"checkpoint": spec["checkpoint"], **spec["settings"]},
                         device=spec["device"])
     load_seconds = time.perf_counter() - started
     images, masks = _inputs(spec["batch_size"])
@@ -333,7 +333,7 @@ def write_markdown(path: Path, report: dict) -> None:
              + (f", GPU {m['gpu']} (CUDA {m['cuda']})" if "gpu" in m else "")
              + f"; torch {m['torch']}, diffusers {m.get('diffusers', '?')}, Python {m['python']}; code "
              f"{report.get('code', '?')}.", "",
-             "Through `diffinpaint.models.build_model(name, {'<name>_checkpoint': DIR})` and `inpaint()`, inputs "
+             "Through `diffinpaint.models.build_model(name, {'checkpoint': DIR})` and `inpaint()`, inputs "
              f"{report['input_size']}×{report['input_size']} with two 75×75 holes (resized to the trained size and "
              "back inside inpaint). `tiny` = a checkpoint of the model's tiny training options (2 steps); `full` = "
              "the model's default options at its own size, 1 training step at batch 1 (random-quality weights, "

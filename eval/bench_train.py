@@ -184,7 +184,7 @@ def run_plain(spec: dict) -> dict:
     import torch
 
     from diffinpaint.training.data import TOOLKIT_HOLES, StepBatches, TrainingImages, training_samples
-    from diffinpaint.training.protocol import Batch
+    from diffinpaint.models.trainable import Batch
 
     cls, cfg, opts = _configs(spec)
     device = torch.device("cuda" if spec["device"] == "cuda" else "cpu")

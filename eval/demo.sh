@@ -39,15 +39,10 @@ if .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available
   INFER=(--dcgan-iterations 1500 --repaint-steps 250)
 else  # a few minutes on 2 cores: small networks at small sizes (the test photos are resized in and out)
   STEPS=${DEMO_STEPS:-150}
-  declare -A TRAIN=(
-    [pix2pix]="--size 128 --ngf 32 --ndf 32 --batch-size 4 --holes box"
-    [deepfill]="--size 64 --cnum 24 --batch-size 4 --holes box --lr 5e-4"
-    [dmfn]="--size 64 --nf 16 --ndf 16 --n-blocks 4 --batch-size 4 --holes box"
-    [dcgan]="--size 32 --gf 32 --df 32 --batch-size 16"
-    [transgan]="--size 32 --dim 64 --depth 1,1,1 --d-dim 64 --d-depth 1 --batch-size 8 --holes box"
-    [repaint]="--size 32 --block-channels 32,64 --norm-groups 8 --batch-size 8 --lr 5e-4"
-  )
-  INFER=(--dcgan-iterations 150 --dcgan-restarts 2 --repaint-steps 50 --jump-length 5 --jump-n-sample 2)
+  # --preset quick: each model's small CPU configuration (`diffinpaint train NAME --preset quick --dry-run` prints it)
+  declare -A TRAIN=([pix2pix]="--preset quick" [deepfill]="--preset quick" [dmfn]="--preset quick"
+                    [dcgan]="--preset quick" [transgan]="--preset quick" [repaint]="--preset quick")
+  INFER=(--dcgan-iterations 150 --dcgan-restarts 2 --repaint-steps 50 --repaint-jump-length 5 --repaint-jump-n-sample 2)
 fi
 if [ -n "${VGG_WEIGHTS:-}" ]; then TRAIN[dmfn]+=" --vgg-weights $VGG_WEIGHTS"; else TRAIN[dmfn]+=" --no-perceptual"; fi
 CKPT_ARGS=()
@@ -65,7 +60,7 @@ for model in pix2pix deepfill dmfn dcgan transgan repaint; do
 done
 
 # 3. Score on the held-out split only
-MODELS=telea,ns,pix2pix,deepfill,dmfn,dcgan,transgan,repaint
+MODELS=grey,ring_mean,telea,ns,pix2pix,deepfill,dmfn,dcgan,transgan,repaint  # grey, ring_mean: floors
 SD_ARGS=()
 if [ -n "${SD_MODEL:-}" ]; then
   MODELS=sd,$MODELS

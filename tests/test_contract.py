@@ -65,7 +65,7 @@ def built(trained_dirs, sd_folder):
         if name not in cache:
             if name in TRAINED:
                 predictor = model_class(name).package.Predictor
-                options = {f"{name}_checkpoint": str(trained_dirs(name)), **predictor.tiny}
+                options = {"checkpoint": str(trained_dirs(name)), **predictor.tiny}
             elif name == "sd":
                 options = {"sd_model": sd_folder, "steps": 2, "resolution": 64}
             else:
@@ -189,3 +189,102 @@ def test_dry_run_prints_every_network_and_its_parameter_count(name, demo_small, 
         count = sum(p.numel() for p in net.parameters())
         assert f"{net_name}: {type(net).__name__}, {count:,} parameters" in text
     assert not (tmp_path / "never").exists()
+
+
+# ------------------------------------------------------------------------------------------------ options
+
+
+def _another_value(o):
+    """A valid value other than the default, for an option declared with util.options."""
+    if o.type is bool:
+        return not o.default
+    if o.choices:
+        return next(c for c in o.choices if c != o.default)
+    if o.type is int:
+        return (o.default or o.minimum or 1) + 1
+    if o.type is float:
+        upper = o.maximum if o.maximum is not None else float("inf")
+        value = (o.default or 0.25) * 0.5
+        return value if value <= upper else upper
+    return f"{o.default}-other"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_output_option_reaches_outputs_and_resume_refuses_a_change(name, built, demo_small, tmp_path):
+    """Each option declared as changing outputs is in config.toml [outputs], under its own name, with the value in
+    force; a run folder made with another value of it is refused on resume, naming the option."""
+    import tomllib
+
+    import tomli_w
+
+    from diffinpaint.runner import SettingsChanged, check_config, toml_safe, write_config
+    from diffinpaint.util.options import declared
+
+    model = built(name)
+    settings = RunSettings(progress=False)
+    write_config(tmp_path, model, load_dataset(demo_small), settings, num_processes=1)
+    config = tomllib.loads((tmp_path / "config.toml").read_text())
+    outputs = config["outputs"]
+    declared_outputs = [o for o in declared(model.Settings) if o.outputs]
+    resolved = model.resolved_outputs()
+    for o in declared_outputs:
+        key = f"model.{o.name}"
+        assert key in outputs, (name, o.name)
+        if o.name not in resolved:  # a resolved value (e.g. the prompt set's texts) stands for the option
+            assert outputs[key] == toml_safe(getattr(model.settings, o.name)), (name, o.name)
+        changed = dict(config)
+        changed["outputs"] = {**outputs, key: toml_safe(_another_value(o))}
+        (tmp_path / "config.toml").write_text(tomli_w.dumps(changed))
+        with pytest.raises(SettingsChanged, match=o.name):
+            check_config(tmp_path, model, settings)
+    for o in declared(model.Settings):  # and nothing else: options that do not change outputs stay out
+        if not o.outputs:
+            assert f"model.{o.name}" not in outputs or o.name in resolved, (name, o.name)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_flag_of_another_model_is_refused_naming_its_owner(name, capsys, tmp_path):
+    from diffinpaint.util.options import declared
+
+    mine = {o.flag for o in declared(model_class(name).Settings)}
+    for other in ALL:
+        theirs = [o for o in declared(model_class(other).Settings) if o.flag not in mine]
+        if not theirs:
+            continue
+        o = theirs[0]  # one flag of each other model is enough
+        value = [] if o.type is bool else [str(_another_value(o))]
+        argv = ["run", "--model", name, o.flag, *value, "--data", str(tmp_path / "no"), "--out", str(tmp_path)]
+        assert main(argv) == 2, (name, o.flag)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and o.flag in err[0] and other in err[0], (name, o.flag, err)
+
+
+def test_flag_refusal_names_the_equivalent_flag():
+    from diffinpaint.models import given_options
+    from diffinpaint.util.errors import UserError
+
+    args = {"opt.sd.steps": 20}
+    with pytest.raises(UserError, match=r"--steps is sd's; for repaint use --repaint-steps"):
+        given_options(args, ["repaint"])
+    with pytest.raises(UserError, match=r"--steps is sd's; telea has no such option"):
+        given_options(args, ["telea"])
+    assert given_options({"opt.telea.radius": 5}, ["telea", "ns"]) == {"telea": {"radius": 5}, "ns": {"radius": 5}}
+    with pytest.raises(UserError, match=r"--radius is telea/ns's"):
+        given_options({"opt.telea.radius": 5}, ["sd"])
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_deterministic_models_say_so(name, built):
+    """A model that calls itself deterministic gives the same fill for different seeds; one that does not, differs
+    (so `eval --seeds` may run the first kind once)."""
+    model = built(name)
+    images, masks = _smooth_images(1, 40, 52, 3), _masks(1, 40, 52)
+    with torch.enable_grad() if model.needs_grad else torch.inference_mode():
+        a = model.inpaint(images, masks, seeds=[1], labels=["cat"])
+        b = model.inpaint(images, masks, seeds=[2], labels=["cat"])
+    hole = masks.bool().expand_as(a)
+    same = torch.equal(a[hole], b[hole])
+    assert same == bool(model.deterministic), name
+    expected = {"pix2pix": True, "deepfill": True, "dmfn": True, "transgan": True, "dcgan": False,
+                "repaint": False, "telea": True, "ns": True, "grey": True, "ring_mean": True, "sd": False}
+    assert model.deterministic == expected[name]

@@ -16,7 +16,9 @@ from diffinpaint.models.dcgan.infer import (DCGANPredictor, DCGANSettings, conte
 from diffinpaint.models.dcgan.nets import count_parameters
 from diffinpaint.models.dcgan.step import DCGANOptions, DCGANTraining
 from diffinpaint.training.config import TrainConfig
-from diffinpaint.training.protocol import Batch
+from diffinpaint.models.trainable import Batch
+from diffinpaint.training.trainer import check_config
+from diffinpaint.util.options import validate
 from diffinpaint.training.setup import make_model, prepare_model
 from diffinpaint.util.errors import UserError
 
@@ -237,13 +239,14 @@ def test_bad_options_raise_user_errors_naming_the_fix():
         with pytest.raises(UserError, match="power of two") as err:
             model.check()
         assert "\n" not in str(err.value)
-    with pytest.raises(UserError, match="--z-dim"):
-        make_model(DCGANTraining, TrainConfig(size=64), DCGANOptions(z_dim=0)).check()
+    with pytest.raises(UserError, match="--z-dim"):  # ranges come from the declaration, checked by the trainer
+        model = make_model(DCGANTraining, TrainConfig(size=64), DCGANOptions(z_dim=0))
+        check_config(model.cfg, model)
     for settings, flag in [(DCGANSettings(iterations=0), "--dcgan-iterations"),
                            (DCGANSettings(restarts=0), "--dcgan-restarts"),
                            (DCGANSettings(blend="alpha"), "--dcgan-blend")]:
         with pytest.raises(UserError, match=flag) as err:
-            Predictor(TINY, {}, settings, torch.device("cpu")).check()
+            validate(settings)  # what models/trained.py does before building the predictor
         assert "\n" not in str(err.value)
     assert DCGANTraining.hole_choices == ("none",) and Predictor.needs_grad
     assert Predictor.networks == ("generator", "discriminator")

@@ -19,7 +19,8 @@ from diffinpaint.models.deepfill.nets import (DeepFillGenerator, GatedConv2d, Ma
                                               contextual_attention, count_parameters, generator_input)
 from diffinpaint.models.deepfill.step import DeepFillOptions, DeepFillTraining
 from diffinpaint.training.config import TrainConfig
-from diffinpaint.training.protocol import Batch
+from diffinpaint.models.trainable import Batch
+from diffinpaint.training import trainer as tr
 from diffinpaint.training.setup import make_model, prepare_model
 from diffinpaint.util.errors import UserError
 
@@ -326,20 +327,24 @@ def test_bad_options_raise_one_line_user_errors():
         opts = DeepFillOptions(**{k: v for k, v in kw.items() if k != "size"})
         model = make_model(DeepFillTraining, TrainConfig(model="deepfill", size=kw.get("size", 32)), opts)
         with pytest.raises(UserError) as err:
-            model.check()
+            tr.check_config(model.cfg, model)
         message = str(err.value)
         assert "\n" not in message and all(w in message for w in words), message
 
 
 def test_options_flags_and_defaults():
     parser = argparse.ArgumentParser()
-    DeepFillTraining.add_arguments(parser)
-    parsed = vars(parser.parse_args([]))
-    assert parsed == asdict(DeepFillOptions())  # every flag is an Options field, with its default
-    assert vars(parser.parse_args(["--attention", "self", "--cnum", "16"]))["attention"] == "self"
-    assert {f.name for f in fields(DeepFillOptions)} == set(parsed)
+    tr.add_arguments(parser, DeepFillTraining)
+    base = ["--data", "d", "--out", "o"]
+    cfg, opts = tr.configs_from_options(DeepFillTraining, vars(parser.parse_args(base)))
+    assert opts == DeepFillOptions()  # every option has its flag; nothing typed = the declared defaults
+    typed = vars(parser.parse_args([*base, "--attention", "self", "--cnum", "16"]))
+    assert tr.configs_from_options(DeepFillTraining, typed)[1] == DeepFillOptions(cnum=16, attention="self")
     d = DeepFillTraining.defaults
     assert (d["size"], d["lr"], d["holes"], d["decay_start"]) == (256, 1e-4, "deepfill", 1.0)
+    assert (cfg.batch_size, cfg.lr, cfg.steps) == (16, 1e-4, 100_000)  # the reference's inpaint.yml
+    quick = tr.configs_from_options(DeepFillTraining, {"preset": "quick"})
+    assert (quick[0].batch_size, quick[0].size, quick[1].cnum) == (4, 64, 24)
     assert DeepFillTraining.hole_choices == ("deepfill", "dataset", "box", "thin", "medium", "thick")
     assert d["holes"] in DeepFillTraining.hole_choices
 

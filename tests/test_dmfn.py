@@ -28,7 +28,8 @@ from diffinpaint.models.dmfn.step import (DIS_LAYER_WEIGHTS, VGG_LAYER_WEIGHTS, 
                                           self_guided_map)
 from diffinpaint.models.dmfn.vgg import VGG_URL, VGGFeatures, read_vgg_state, resolve_vgg_path
 from diffinpaint.training.config import TrainConfig
-from diffinpaint.training.protocol import Batch
+from diffinpaint.models.trainable import Batch
+from diffinpaint.training import trainer as tr
 from diffinpaint.training.setup import make_model, prepare_model
 from diffinpaint.util.errors import UserError
 
@@ -379,7 +380,7 @@ def test_bad_options_raise_user_error():
         model = make_model(DMFNTraining, TrainConfig(model="dmfn", size=size, batch_size=batch_size),
                            DMFNOptions(**{**TINY, "perceptual": False, **opts}))
         with pytest.raises(UserError) as info:
-            model.check()
+            tr.check_config(model.cfg, model)
         assert "\n" not in str(info.value)
         return str(info.value)
 
@@ -387,19 +388,22 @@ def test_bad_options_raise_user_error():
     assert "multiple of 4" in message(size=66)
     assert "--batch-size 2" in message(batch_size=1)  # D's 1×1 BatchNorm at 64 px
     assert "choose from released, paper" in message(dmfb="both")
+    assert "--dmfb" in message(dmfb="both")
     assert "at least 1" in message(n_blocks=0)
     # batch 1 is fine where D's last maps are 2×2 or more
-    make_model(DMFNTraining, TrainConfig(size=128, batch_size=1), DMFNOptions(perceptual=False)).check()
+    model = make_model(DMFNTraining, TrainConfig(size=128, batch_size=1), DMFNOptions(perceptual=False))
+    tr.check_config(model.cfg, model)
 
 
 def test_arguments_fill_the_options():
     parser = argparse.ArgumentParser()
-    DMFNTraining.add_arguments(parser)
-    defaults = vars(parser.parse_args([]))
-    assert defaults == vars(DMFNOptions())  # = dataclasses.asdict: every field has its flag and default
-    args = parser.parse_args(["--dmfb", "paper", "--nf", "8", "--ndf", "4", "--n-blocks", "3", "--no-perceptual",
-                              "--vgg-weights", "w.pth"])
-    assert DMFNOptions(**vars(args)) == DMFNOptions("paper", 8, 4, 3, False, "w.pth")
+    tr.add_arguments(parser, DMFNTraining)
+    base = ["--data", "d", "--out", "o"]
+    cfg, opts = tr.configs_from_options(DMFNTraining, vars(parser.parse_args(base)))
+    assert opts == DMFNOptions() and (cfg.batch_size, cfg.steps) == (16, 100_000)  # the reference's config
+    args = parser.parse_args([*base, "--dmfb", "paper", "--nf", "8", "--ndf", "4", "--n-blocks", "3",
+                              "--no-perceptual", "--vgg-weights", "w.pth"])
+    assert tr.configs_from_options(DMFNTraining, vars(args))[1] == DMFNOptions("paper", 8, 4, 3, False, "w.pth")
     assert DMFNOptions() == DMFNOptions("released", 64, 64, 8, True, "")  # the paper's defaults
     assert {k: DMFNTraining.defaults[k] for k in ("size", "lr", "holes", "decay_start")} == \
         {"size": 256, "lr": 2e-4, "holes": "dmfn", "decay_start": 1.0}
@@ -490,7 +494,7 @@ def test_predictor_is_deterministic_and_batch_independent(dmfb):
     with torch.no_grad():
         want = (generator(generator_input(images, masks)) + 1) / 2
     torch.testing.assert_close(out, want.clamp(0, 1))
-    assert predictor.output_settings() == {"dmfb": dmfb, "nf": 8, "n_blocks": 2}
+    assert predictor.resolved_outputs() == {"dmfb": dmfb, "nf": 8, "n_blocks": 2}
 
 
 def test_inference_does_not_import_training():

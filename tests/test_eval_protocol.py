@@ -229,6 +229,22 @@ def test_seeds_run_every_model_once_per_seed_and_report_the_spread(demo_small, t
     assert "seeds ±" in page and "(3 seeds)" in page and "(deterministic: one run)" in page
 
 
+def test_a_deterministic_trained_model_runs_once_whatever_the_seeds(demo_small, tmp_path):
+    """Pix2Pix's fill does not depend on the seed (its predictor says so): eval --seeds 0,1 runs it once."""
+    from diffinpaint.models import trainable_class
+    from diffinpaint.training.trainer import train_from_options
+
+    ckpt = tmp_path / "p2p"
+    train_from_options("pix2pix", {"data": str(demo_small), "out": str(ckpt), "device": "cpu", "steps": 1,
+                                   **trainable_class("pix2pix").tiny})
+    out = tmp_path / "ev"
+    assert eval_cli("--models", "pix2pix", "--pix2pix-checkpoint", ckpt, "--seeds", "0,1", "--allow-in-sample",
+                    "--no-report", out=out, data=demo_small) == 0
+    summary = json.loads((out / "summary.json").read_text())[0]
+    assert summary["deterministic"] is True and summary["n_seeds"] == 1
+    assert (out / "runs" / "pix2pix" / "config.toml").is_file() and not (out / "runs" / "pix2pix" / "seed_1").exists()
+
+
 @pytest.mark.parametrize("argv,message", [(["--seeds", "0,1,0"], "given twice"), (["--seeds", "a,b"], "whole numbers"),
                                           (["--seeds", "1,2", "--seed", "3"], "pass one of them")])
 def test_bad_seeds_are_refused(demo_small, tmp_path, capsys, argv, message):

@@ -22,10 +22,11 @@ from diffinpaint.models.pix2pix.step import Pix2PixOptions, Pix2PixTraining
 from diffinpaint.training import checkpoints as ck
 from diffinpaint.training import trainer as tr
 from diffinpaint.training.data import TrainingImages
-from diffinpaint.training.protocol import Batch
+from diffinpaint.models.trainable import Batch
 from diffinpaint.training.setup import make_model, prepare_model
 from diffinpaint.util.checkpoint import checkpoint_dirs, resolve_checkpoint
 from diffinpaint.util.errors import UserError
+from diffinpaint.util.options import add_flags, given
 from diffinpaint.util.files import sha256_file
 from make_pix2pix_golden import write_dataset as _write_dataset  # the pinned runs' data, shared with the script
 
@@ -324,8 +325,8 @@ def trained(data, tmp_path_factory) -> Path:
     return out
 
 
-def _model(checkpoint=None):
-    return build_model("pix2pix", {"pix2pix_checkpoint": None if checkpoint is None else str(checkpoint)})
+def _model(checkpoint=None, **settings):
+    return build_model("pix2pix", {"checkpoint": None if checkpoint is None else str(checkpoint), **settings})
 
 
 def test_checkpoint_round_trip(trained):
@@ -405,11 +406,15 @@ def test_inference_refuses_bad_checkpoints(trained, tmp_path):
     _one_line_value_error(excinfo)
 
 
-def test_add_arguments_dest():
+def test_checkpoint_flag_lands_on_pix2pix_only():
+    from diffinpaint.models import given_options
+
     parser = argparse.ArgumentParser()
-    model_class("pix2pix").add_arguments(parser)
-    assert parser.parse_args(["--pix2pix-checkpoint", "x"]).pix2pix_checkpoint == "x"
-    assert parser.parse_args([]).pix2pix_checkpoint is None
+    add_flags(parser, model_class("pix2pix").Settings, "opt.pix2pix.")
+    args = parser.parse_args(["--pix2pix-checkpoint", "x", "--pix2pix-norm", "instance"])
+    assert given_options(args, ["pix2pix", "telea"]) == {"pix2pix": {"checkpoint": "x", "pix2pix_norm": "instance"},
+                                                         "telea": {}}
+    assert given(parser.parse_args([]), "opt.pix2pix.") == {}
 
 
 def test_hole_weight_is_normalised_so_lambda_keeps_its_meaning():
@@ -422,3 +427,34 @@ def test_hole_weight_is_normalised_so_lambda_keeps_its_meaning():
     assert model.criterionL1(fake, real).item() == pytest.approx((3 * 3 + 3 * 1) / 6)
     model.opts = Pix2PixOptions(hole_weight=1.0)
     assert model.criterionL1(fake, real).item() == pytest.approx((3 + 3) / 4)  # the paper's plain mean
+
+
+def test_instance_norm_at_inference_is_the_reference_test_mode(trained):
+    """--pix2pix-norm instance: each image normalised by its own statistics (the reference's test script runs the
+    networks in train mode at batch 1), dropout off, batch-independent, running statistics untouched."""
+    import copy
+
+    running, instance = _model(trained), _model(trained, pix2pix_norm="instance")
+    g = torch.Generator().manual_seed(0)
+    images, masks = torch.rand(3, 3, 32, 32, generator=g), torch.zeros(3, 1, 32, 32)
+    masks[:, :, 8:20, 6:18] = 1
+    generator = instance.predictor.nets["generator"]
+    buffers = {k: v.clone() for k, v in generator.state_dict().items()}
+    with torch.inference_mode():
+        out = instance.inpaint(images, masks, seeds=[0, 1, 2], labels=[None] * 3)
+        alone = instance.inpaint(images[1:2], masks[1:2], seeds=[1], labels=[None])
+        base = running.inpaint(images, masks, seeds=[0, 1, 2], labels=[None] * 3)
+    # by hand: a copy with every batch norm in train mode (dropout stays off), one image at a time
+    reference = copy.deepcopy(generator)
+    for module in reference.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.train()
+    from diffinpaint.models.pix2pix.nets import generator_input
+
+    with torch.no_grad():
+        expected = torch.cat([(reference(generator_input(x[None], m[None])) + 1) / 2 for x, m in zip(images, masks)])
+    assert torch.allclose(out, expected.clamp(0, 1), atol=1e-5)
+    assert torch.allclose(alone[0], out[1], atol=1e-5)
+    assert not torch.allclose(out, base, atol=1e-3)  # the running statistics give another fill
+    assert all(torch.equal(v, buffers[k]) for k, v in generator.state_dict().items())
+    assert not generator.training and instance.output_settings()["pix2pix_norm"] == "instance"

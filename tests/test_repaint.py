@@ -19,9 +19,11 @@ from diffinpaint.models.repaint.infer import (RePaintPredictor, RePaintSettings,
 from diffinpaint.models.repaint.nets import attention_resolution, block_types, count_parameters
 from diffinpaint.models.repaint.step import RePaintOptions, RePaintTraining, epsilon_loss
 from diffinpaint.training.config import TrainConfig
-from diffinpaint.training.protocol import Batch
+from diffinpaint.models.trainable import Batch
 from diffinpaint.training.setup import make_model, prepare_model
 from diffinpaint.util.errors import UserError
+from diffinpaint.util.options import add_flags, build, given, validate
+from diffinpaint.training import trainer as tr
 
 TINY = RePaintOptions(block_channels="8,16", layers_per_block=1, norm_groups=4)
 SIZE = 32
@@ -110,11 +112,13 @@ def test_defaults_and_options():
     assert RePaintTraining.defaults["holes"] == "none" and RePaintTraining.defaults["decay_start"] == 1.0
     assert RePaintTraining.hole_choices == ("none",) and RePaintTraining.ema == {"unet": 0.9999}
     parser = argparse.ArgumentParser()
-    RePaintTraining.add_arguments(parser)
-    assert RePaintOptions(**vars(parser.parse_args([]))) == RePaintOptions()
-    args = parser.parse_args(["--block-channels", "8,16", "--layers-per-block", "1", "--norm-groups", "4",
+    tr.add_arguments(parser, RePaintTraining)
+    base = ["--data", "d", "--out", "o"]
+    assert tr.configs_from_options(RePaintTraining, vars(parser.parse_args(base)))[1] == RePaintOptions()
+    args = parser.parse_args([*base, "--block-channels", "8,16", "--layers-per-block", "1", "--norm-groups", "4",
                               "--train-timesteps", "500", "--beta-schedule", "squaredcos_cap_v2"])
-    assert RePaintOptions(**vars(args)) == RePaintOptions("8,16", 1, 4, 500, "squaredcos_cap_v2")
+    assert tr.configs_from_options(RePaintTraining, vars(args))[1] == \
+        RePaintOptions("8,16", 1, 4, 500, "squaredcos_cap_v2")
     model = make_trained_model()
     opt = model.optimizers["optimizer"]
     group = opt.param_groups[0]
@@ -273,8 +277,7 @@ def test_predictor_known_region_determinism_and_batch_independence():
         assert torch.allclose(alone[0], out[i], atol=1e-5)
     other = p.predict(images[:1], masks[:1], [12])
     assert not torch.allclose(other[0][~keep[0]], out[0][~keep[0]], atol=1e-3)  # another seed, another fill
-    assert p.output_settings() == {"repaint_steps": 6, "jump_length": 2, "jump_n_sample": 2, "eta": 1.0,
-                                   "network": "unet_ema"}
+    assert p.resolved_outputs() == {"network": "unet_ema"}  # the settings themselves: from their declaration
 
 
 def test_eta_changes_the_fill():
@@ -290,19 +293,21 @@ def test_eta_changes_the_fill():
 
 def test_inference_settings_refused():
     parser = argparse.ArgumentParser()
-    RePaintPredictor.add_arguments(parser.add_argument_group("repaint"))
-    assert RePaintSettings(**vars(parser.parse_args([]))) == RePaintSettings()
-    args = parser.parse_args(["--repaint-steps", "50", "--jump-length", "5", "--jump-n-sample", "3",
+    add_flags(parser, RePaintSettings)
+    assert given(parser.parse_args([])) == {}  # nothing typed: the declared defaults stay in force
+    args = parser.parse_args(["--repaint-steps", "50", "--repaint-jump-length", "5", "--repaint-jump-n-sample", "3",
                               "--repaint-eta", "0"])
-    assert RePaintSettings(**vars(args)) == RePaintSettings(50, 5, 3, 0.0)
+    assert build(RePaintSettings, given(args)) == RePaintSettings(50, 5, 3, 0.0)
     net = tiny_unet()
-    cases = [(RePaintSettings(repaint_steps=0), "--repaint-steps 0"), (RePaintSettings(jump_length=0), "--jump-length"),
-             (RePaintSettings(jump_n_sample=0), "--jump-n-sample"), (RePaintSettings(eta=1.5), "--repaint-eta"),
+    cases = [(RePaintSettings(repaint_steps=0), "--repaint-steps 0"),
+             (RePaintSettings(jump_length=0), "--repaint-jump-length"),
+             (RePaintSettings(jump_n_sample=0), "--repaint-jump-n-sample"), (RePaintSettings(eta=1.5), "--repaint-eta"),
              (RePaintSettings(repaint_steps=2000), "exceeds the 1000 timesteps")]
     for settings, words in cases:
         p = Predictor(flat_config(), {"unet_ema": net}, settings, torch.device("cpu"))
         with pytest.raises(UserError, match=words) as err:
-            p.check()
+            validate(settings)  # ranges: from the declaration (models/trained.py validates before building)
+            p.check()  # what depends on the checkpoint
         assert "\n" not in str(err.value)
     # a checkpoint trained with fewer timesteps refuses the default 250 steps with the fix in the message
     short = Predictor({**flat_config(), "train_timesteps": 100}, {"unet_ema": net}, RePaintSettings(),

@@ -86,7 +86,7 @@ def test_rerun_with_settings_that_change_outputs_is_refused(demo_small, tmp_path
     assert run_cli("--model", "ns", "--data", demo_small, "--out", out) == 2
     assert "model" in capsys.readouterr().err
     assert outputs(out) == before
-    # batch size only moves float noise (DESIGN.md), so it may change on resume
+    # batch size only moves float noise (README: reproducibility), so it may change on resume
     assert run_cli("--model", "telea", "--data", demo_small, "--out", out, "--batch-size", 2) == 0
 
 

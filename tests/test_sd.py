@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sd_tiny import save_tiny_pipeline, save_tiny_vae  # noqa: E402
 
 from diffinpaint.util.imageops import resize_masks  # noqa: E402
+from diffinpaint.runner import toml_safe  # noqa: E402
+from diffinpaint.util.options import add_flags, build, declared, given  # noqa: E402
 from diffinpaint.models.sd import (  # noqa: E402
     Settings,
     StableDiffusionModel,
@@ -99,7 +101,7 @@ def test_batch_size_does_not_change_the_fill(model256):
     hole = np.broadcast_to(masks.numpy() > 0, a.shape)
     assert (a[~hole] == b[~hole]).all()
     diff = np.abs(a[hole].astype(int) - b[hole].astype(int))
-    # DESIGN.md: only float noise, at most ±2 grey levels on at most 1% of hole values
+    # README (reproducibility): only float noise, at most ±2 grey levels on at most 1% of hole values
     assert diff.max() <= 2 and (diff > 0).mean() <= 0.01
 
 
@@ -300,17 +302,22 @@ def test_output_settings_complete_and_toml_safe(model, tiny_folder):
 
     def no_none(v):
         return all(no_none(x) for x in v.values()) if isinstance(v, dict) else v is not None
-    assert no_none(s)
+    assert no_none(toml_safe(s))  # config.toml has no null: unset options are written as "none"
+    assert s["tiny_vae"] is None and toml_safe(s)["tiny_vae"] == "none"
 
 
 def test_add_arguments_match_settings_fields():
     parser = argparse.ArgumentParser()
-    StableDiffusionModel.add_arguments(parser)
+    add_flags(parser, Settings)
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    assert {o.name for o in declared(Settings)} == fields  # every setting is a declared option with a flag
     args = parser.parse_args(["--sd-model", "x/y", "--steps", "4", "--compile", "--scheduler", "dpm++",
                               "--region", "crop", "--prompt-set", "animal"])
-    fields = {f.name for f in dataclasses.fields(Settings)}
-    assert set(vars(args)) == fields
-    assert args.steps == 4 and args.compile is True and args.cpu_offload is None and args.guidance is None
+    typed = given(args)  # only what was typed; the declaration keeps the defaults
+    assert typed == {"sd_model": "x/y", "steps": 4, "compile": True, "scheduler": "dpm++", "region": "crop",
+                     "prompt_set": "animal"}
+    settings = build(Settings, typed)
+    assert settings.cpu_offload is False and settings.guidance == 7.5
 
 
 def test_clip_tokenizer_matches_open_clip():

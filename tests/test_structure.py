@@ -69,13 +69,11 @@ def test_no_import_cycles_inside_the_package():
 
 
 def test_layers_point_one_way():
-    """util <- data <- models <- training / runner <- evaluation <- cli (a model's step.py is training code)."""
+    """util <- data <- models <- training / runner <- evaluation <- cli; no exception for a model's step.py."""
     rank = {"diffinpaint.util": 0, "diffinpaint.data": 1, "diffinpaint.models": 2, "diffinpaint.training": 3,
             "diffinpaint.runner": 3, "diffinpaint.evaluation": 4, "diffinpaint.cli": 5, "diffinpaint.__main__": 6}
 
     def layer(module: str) -> int:
-        if module.startswith("diffinpaint.models.") and module.endswith(".step"):
-            return 3
         for prefix, value in sorted(rank.items(), key=lambda kv: -len(kv[0])):
             if module == prefix or module.startswith(prefix + "."):
                 return value
@@ -84,6 +82,14 @@ def test_layers_point_one_way():
     for module, targets in import_graph().items():
         for target in targets:
             assert layer(target) <= layer(module), f"{module} (layer {layer(module)}) imports {target}"
+
+
+def test_no_model_imports_the_trainer():
+    """Models sit below the trainer: nothing under diffinpaint/models imports diffinpaint.training (lazily either)."""
+    for module, targets in import_graph().items():
+        if module.startswith("diffinpaint.models"):
+            bad = [t for t in targets if t.startswith("diffinpaint.training")]
+            assert not bad, f"{module} imports {bad}"
 
 
 def _fresh_python(code: str) -> str:
@@ -103,7 +109,7 @@ def test_inference_never_imports_training(tmp_path):
     out = _fresh_python(
         "import sys, torch\n"
         "from diffinpaint.models import build_model, MODELS, TRAINED\n"
-        f"m = build_model('pix2pix', {{'pix2pix_checkpoint': {str(tmp_path / 'ck')!r}}})\n"
+        f"m = build_model('pix2pix', {{'checkpoint': {str(tmp_path / 'ck')!r}}})\n"
         "m.inpaint(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32), seeds=[0], labels=[None])\n"
         "import importlib\n"
         "for name in TRAINED: importlib.import_module(f'diffinpaint.models.{name}')\n"

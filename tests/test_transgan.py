@@ -13,9 +13,10 @@ from diffinpaint.models.transgan.nets import (Discriminator, Generator, count_pa
                                               init_weights)
 from diffinpaint.models.transgan.step import TransGANOptions, TransGANTraining, gradient_penalty
 from diffinpaint.training.config import TrainConfig
-from diffinpaint.training.protocol import Batch
+from diffinpaint.models.trainable import Batch
 from diffinpaint.training.setup import make_model, prepare_model
 from diffinpaint.util.errors import UserError
+from diffinpaint.training.trainer import check_config
 
 # the smallest networks that still learn in a few dozen steps (a 32-wide critic does not)
 TINY = dict(dim=64, depth="1,1,1", d_dim=128, d_depth=1)
@@ -189,6 +190,6 @@ def test_predictor_uses_the_ema_generator_deterministically_and_per_image():
 def test_bad_options_raise_user_errors_naming_the_fix(size, opts, flag):
     model = make_model(TransGANTraining, TrainConfig(model="transgan", size=size), TransGANOptions(**opts))
     with pytest.raises(UserError, match=flag) as err:
-        model.check()
+        check_config(model.cfg, model)
     assert "\n" not in str(err.value)
 

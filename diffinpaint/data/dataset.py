@@ -1,4 +1,4 @@
-"""Dataset folders (the DESIGN.md contract): discovery, validation before any work, image and mask loading.
+"""Dataset folders (README "Dataset folders"): discovery, validation before any work, image and mask loading.
 
     DATA/images/**.{png,jpg,jpeg,webp}   first folder under images/ = the image's label
     DATA/masks.csv                        image,x,y,width,height — one row per rectangular hole

@@ -33,10 +33,10 @@ import pandas as pd
 import torch
 
 from . import fid as fidlib
-from .columns import COLUMNS, PER_IMAGE, over_seeds, per_bin_table, per_image_summary
+from .columns import COLUMNS, PER_IMAGE, n_psnr_capped, over_seeds, per_bin_table, per_image_summary
 from .leakage import TrainingSetCheck, check_training_set, dataset_fingerprints
 from .metrics import (RADIUS, box_hole_ssim, box_squared_error, box_ssim, image_psnr, image_ssim,
-                      mask_bounding_box, masked_squared_error, masked_ssim, masked_ssim_crop)
+                      mask_bounding_box, masked_squared_error, masked_ssim)
 from ..data import Dataset, Sample, load_rgb
 from ..models import build_model, model_class
 from ..runner import (RunSettings, SettingsChanged, check_config, check_out_dir, library_versions, model_device,
@@ -53,8 +53,22 @@ BATCH_PIXELS = 1 << 22  # pixels per scoring batch (16 images of 512²): bounds 
 
 
 @dataclass
+class Variant:
+    """One row of an eval: a registered model with its option values (field name -> value). `--models a,b` makes
+    one variant per model, named after it."""
+
+    name: str  # the row's name, its run folder under runs/ and its name in the report
+    model: str  # registry name
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: str, **options: Any) -> "Variant":
+        return cls(name=model, model=model, options=options)
+
+
+@dataclass
 class EvalSettings:
-    models: list[str]
+    variants: list[Variant]
     out: Path
     runs_dir: Path | None = None  # default EVAL/runs
     fid: bool = True  # compute the Inception metrics when weights are available
@@ -69,7 +83,8 @@ class EvalSettings:
 
 @dataclass
 class ModelPlan:
-    name: str
+    name: str  # the variant's name
+    variant: Variant
     seeds: list[int]
     run_dirs: list[Path]
     deterministic: bool
@@ -113,11 +128,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def is_deterministic(name: str) -> bool:
-    """Models whose output does not depend on the seed say so (`deterministic`): they run once whatever --seeds."""
-    return bool(model_class(name).deterministic)
-
-
 def _free(model) -> None:
     del model
     gc.collect()
@@ -125,8 +135,7 @@ def _free(model) -> None:
         torch.cuda.empty_cache()
 
 
-def plan_models(dataset: Dataset, settings: EvalSettings, model_options: Mapping[str, Any], device: str, state,
-                log) -> list[ModelPlan]:
+def plan_models(dataset: Dataset, settings: EvalSettings, device: str, state, log) -> list[ModelPlan]:
     """Build, check and free every model, so bad input fails before hours of runs."""
     seeds = settings.seeds or [settings.run.seed]
     runs_dir = Path(settings.runs_dir) if settings.runs_dir else Path(settings.out) / "runs"
@@ -138,12 +147,14 @@ def plan_models(dataset: Dataset, settings: EvalSettings, model_options: Mapping
         return fingerprints
 
     plans = []
-    for name in settings.models:
-        deterministic = is_deterministic(name)
+    for variant in settings.variants:
+        name = variant.name
+        model = build_model(variant.model, variant.options, device=device)
+        # models whose output does not depend on the seed say so: they run once whatever --seeds says
+        deterministic = bool(model.deterministic)
         model_seeds = seeds[:1] if deterministic else seeds
         run_dirs = ([runs_dir / name] if len(model_seeds) == 1 else
                     [runs_dir / name / f"seed_{s}" for s in model_seeds])
-        model = build_model(name, model_options, device=device)
         try:
             model.check_labels(dataset.labels)
             training = check_training_set(name, model, evaluated_fingerprints,
@@ -156,7 +167,7 @@ def plan_models(dataset: Dataset, settings: EvalSettings, model_options: Mapping
                             f"delete that folder to redo {name}, or pass --runs with a new folder") from None
         finally:
             _free(model)
-        plans.append(ModelPlan(name, model_seeds, run_dirs, deterministic, training))
+        plans.append(ModelPlan(name, variant, model_seeds, run_dirs, deterministic, training))
     return plans
 
 
@@ -224,12 +235,21 @@ class Scorer:
             else:
                 sse, count = masked_squared_error(preds, target, masks)
                 ssim = [[v] for v in masked_ssim(preds, target, masks).tolist()]
-                ssim_crop = [[v] for v in masked_ssim_crop(preds, target, masks).tolist()]
-            lpips = self.lpips.crops(preds, target, crop_boxes) if self.lpips else [[math.nan]] * len(batch)
-            # whole image
+                # a free-form hole has no crop of its own (its bounding box is mostly known pixels): ssim covers it
+                ssim_crop = [[math.nan]] * len(batch)
+            # LPIPS: each hole crop for boxes; for free-form masks the whole image's spatial LPIPS map averaged over
+            # the hole pixels, from the same pass as lpips_full
+            if self.lpips is None:
+                lpips, lpips_full = [[math.nan]] * len(batch), [math.nan] * len(batch)
+            elif batch[0].boxes:
+                lpips = self.lpips.crops(preds, target, [s.boxes for s in batch])
+                lpips_full = self.lpips(preds, target).tolist()
+            else:
+                full, hole = self.lpips.spatial(preds, target, masks)
+                lpips, lpips_full = [[v] for v in hole.tolist()], full.tolist()
+            # whole image (psnr_full capped: metrics.image_psnr)
             psnr_full = image_psnr(preds, target).tolist()
             ssim_full = image_ssim(preds, target).tolist()
-            lpips_full = self.lpips(preds, target).tolist() if self.lpips else [math.nan] * len(batch)
             if self.inception is not None:
                 whole_features, crop_features = self.features(outs, [_crops(o, b) for o, b in zip(outs, crop_boxes)])
             sse, count = sse.cpu(), count.cpu()
@@ -272,21 +292,30 @@ def _gather(state, items: list) -> list:
 
 def _missing(note: str) -> dict[str, Any]:
     return {"fid": None, "kid": None, "kid_std": None, "fid_full": None, "kid_full": None, "kid_full_std": None,
-            "pids": None, "uids": None, "n_fid_crops": 0, "n_fid_images": 0, "fid_note": note}
+            "pids": None, "uids": None, "n_fid_crops": 0, "n_fid_images": 0, "fid_note": note,
+            **{f"{name}_ci_{end}": None for name in fidlib.CI_METRICS for end in ("low", "high")}}
 
 
-def set_metrics(fake_whole: np.ndarray, fake_crops: np.ndarray, real_whole: np.ndarray, real_crops: np.ndarray
-                ) -> dict[str, Any]:
-    """FID, KID (crops and whole images) and P-IDS/U-IDS for one model and seed."""
+def set_metrics(fake_whole: np.ndarray, fake_crops: np.ndarray, real_whole: np.ndarray, real_crops: np.ndarray,
+                crop_image: np.ndarray | None = None) -> dict[str, Any]:
+    """FID, KID (crops and whole images) and P-IDS/U-IDS for one model and seed, each with its 95% image-bootstrap
+    interval `<metric>_ci_low/_ci_high` from the same features (fidlib.set_metric_intervals). Rows are paired
+    (row i of fake and real = the same image or crop); crop_image[k] = the image row of crop k, so an image's crops
+    resample together and never sit on both sides of a KID subset (default: one crop per image)."""
     out = _missing("")
     notes = []
-    for prefix, fake, real, unit in (("", fake_crops, real_crops, "crops"),
-                                     ("_full", fake_whole, real_whole, "images")):
+    crop_image = np.arange(len(fake_crops)) if crop_image is None else np.asarray(crop_image)
+    largest = int(np.bincount(crop_image).max()) if len(crop_image) else 1
+    computed = []
+    for prefix, fake, real, unit, groups, per_group in (("", fake_crops, real_crops, "crops", crop_image, largest),
+                                                         ("_full", fake_whole, real_whole, "images", None, 1)):
         f, r = torch.from_numpy(fake).double(), torch.from_numpy(real).double()
         if len(f) >= 2:
             out[f"fid{prefix}"] = fidlib.frechet_distance(f, r)
-        if fidlib.kid_subset_size(len(f)) >= 2:
-            out[f"kid{prefix}"], out[f"kid{prefix}_std"] = fidlib.kernel_inception_distance(f, r)
+            computed.append(f"fid{prefix}")
+        if fidlib.kid_subset_size(len(f), largest_group=per_group) >= 2:
+            out[f"kid{prefix}"], out[f"kid{prefix}_std"] = fidlib.kernel_inception_distance(r, f, groups=groups)
+            computed.append(f"kid{prefix}")
         else:
             notes.append(f"KID needs at least 4 {unit}")
         if len(f) < FID_MIN_CROPS:
@@ -295,10 +324,19 @@ def set_metrics(fake_whole: np.ndarray, fake_crops: np.ndarray, real_whole: np.n
     if len(fake_whole) >= 2:
         out["pids"], out["uids"], converged = fidlib.inception_discriminative_scores(
             torch.from_numpy(real_whole), torch.from_numpy(fake_whole))
+        computed += ["pids", "uids"]
         if not converged:
             notes.append("the P-IDS/U-IDS SVM did not converge")
         if len(fake_whole) < FID_MIN_CROPS:
             notes.append("P-IDS/U-IDS over fewer images than feature dimensions: the SVM separates almost anything")
+        if len(fake_whole) > fidlib.IDS_CI_MAX_IMAGES:
+            notes.append(f"no P-IDS/U-IDS interval above {fidlib.IDS_CI_MAX_IMAGES} images (each resample refits "
+                         "the SVM)")
+    if len(fake_whole) >= 2:
+        intervals = fidlib.set_metric_intervals(real_whole, fake_whole, real_crops, fake_crops, crop_image,
+                                                estimates=out, metrics=computed)
+        for name, interval in intervals.items():
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = interval or (None, None)
     out["fid_note"] = "; ".join(notes)
     return out
 
@@ -307,10 +345,12 @@ def set_metrics(fake_whole: np.ndarray, fake_crops: np.ndarray, real_whole: np.n
 
 
 PER_IMAGE_COLUMNS = ["model", "image", *PER_IMAGE, "label", "seed", "n_holes", "n_hole_pixels", "hole_fraction"]
-SET_FIELDS = ["kid_std", "kid_full_std", "n_fid_crops", "n_fid_images"]
+# KID's spread over subsets, the set metrics' bootstrap intervals and the counts (summarise: the first seed's)
+SET_FIELDS = ["kid_std", "kid_full_std", *[f"{name}_ci_{end}" for name in fidlib.CI_METRICS for end in ("low", "high")],
+              "n_fid_crops", "n_fid_images"]
 SUMMARY_COLUMNS = ["model", "n_images", "n_holes", *[c.name for c in COLUMNS], *SET_FIELDS, "n_seeds", "seeds",
                    "deterministic", *[f"{c.name}_seed_sd" for c in COLUMNS], "in_sample", "n_train_overlap",
-                   "training_set", "fid_note", "lpips_note"]
+                   "training_set", "fid_note", "lpips_note", "n_psnr_capped"]
 
 
 def _csv(frame: pd.DataFrame, columns: list[str]) -> str:
@@ -343,8 +383,9 @@ def summarise(plan: ModelPlan, rows: pd.DataFrame, set_scores: list[dict[str, An
               ) -> dict[str, Any]:
     """One model's summary row: per-seed values averaged over seeds, with their spread."""
     first = rows[rows["seed"] == plan.seeds[0]]
-    row: dict[str, Any] = {"model": plan.name, "n_images": int(len(first)), "n_holes": int(first["n_holes"].sum())}
+    row: dict[str, Any] = {"model": plan.name, "registry_model": plan.variant.model, "n_images": int(len(first)), "n_holes": int(first["n_holes"].sum())}
     spread = per_image_summary(rows)
+    row["n_psnr_capped"] = n_psnr_capped(rows)  # psnr_full values at the cap, over every seed's rows
     for column in COLUMNS:
         if column.per_image:
             row[column.name], row[f"{column.name}_seed_sd"] = spread[column.name]
@@ -363,8 +404,7 @@ def summarise(plan: ModelPlan, rows: pd.DataFrame, set_scores: list[dict[str, An
 # ---------------------------------------------------------------------------------------------- evaluate
 
 
-def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[str, Any], *, state=None,
-             log=None) -> list[dict]:
+def evaluate(dataset: Dataset, settings: EvalSettings, *, state=None, log=None) -> list[dict]:
     import tomli_w
 
     state = state or process_state(settings.run.device)
@@ -373,10 +413,11 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
     runs_dir = Path(settings.runs_dir) if settings.runs_dir else out / "runs"
 
     # 1. Check everything before any work
-    for name in settings.models:
-        model_class(name)
-    if len(set(settings.models)) != len(settings.models):
-        raise UserError(f"--models {','.join(settings.models)}: a model is named twice")
+    names = [v.name for v in settings.variants]
+    for variant in settings.variants:
+        model_class(variant.model)
+    if len(set(names)) != len(names):
+        raise UserError(f"models {','.join(names)}: a name is used twice; give each variant its own name")
     if settings.seeds is not None and len(set(settings.seeds)) != len(settings.seeds):
         raise UserError(f"--seeds {','.join(map(str, settings.seeds))}: a seed is given twice; give each seed once")
     if settings.run.feather:
@@ -408,7 +449,7 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
             fid_note = f"{err}; pass --fid-weights {fidlib.WEIGHTS_NAMES[0]} to compute FID/KID/P-IDS/U-IDS"
             log(f"warning: FID/KID missing: {fid_note}")
     lpips, lpips_note = _load_lpips(settings, device, log)
-    plans = plan_models(dataset, settings, model_options, device, state, log)
+    plans = plan_models(dataset, settings, device, state, log)
 
     # 2. Run each model (and seed), one model in memory at a time
     if state.is_main_process:
@@ -416,7 +457,7 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
         atomic_write_text(out / MARKER, json.dumps(MARKER_CONTENT) + "\n")
     state.wait_for_everyone()
     for plan in plans:
-        model = build_model(plan.name, model_options, device=device)
+        model = build_model(plan.variant.model, plan.variant.options, device=device)
         try:
             for seed, run_dir in zip(plan.seeds, plan.run_dirs):
                 run(model, dataset, run_dir, dataclasses.replace(settings.run, seed=seed), state=state, log=log)
@@ -437,7 +478,7 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
 
     # 4. Tables and set metrics (main process only)
     order = {s.image_id: i for i, s in enumerate(dataset.samples)}
-    model_order = {name: i for i, name in enumerate(settings.models)}
+    model_order = {name: i for i, name in enumerate(names)}
     rows.sort(key=lambda r: (model_order[r["model"]], r["seed"], order[r["image"]]))
     summary = []
     frame = pd.DataFrame.from_records([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
@@ -456,18 +497,19 @@ def evaluate(dataset: Dataset, settings: EvalSettings, model_options: Mapping[st
             "biased and unstable; compare models by KID")
 
     # 5. Write the eval folder
-    config = {"data": str(dataset.root.resolve()), "models": settings.models, "runs_dir": str(runs_dir.resolve()),
+    config = {"data": str(dataset.root.resolve()), "models": names, "runs_dir": str(runs_dir.resolve()),
               "seeds": settings.seeds or [settings.run.seed],
               "run_dirs": {p.name: [str(d.resolve()) for d in p.run_dirs] for p in plans},
               "max_pixels": max((s.max_pixels for s in dataset.samples), default=0),
-              "settings": toml_safe({k: v for k, v in asdict(settings).items() if k not in ("models", "run")}),
-              "run": toml_safe(asdict(settings.run)), "model_options": toml_safe(dict(model_options)),
+              "settings": toml_safe({k: v for k, v in asdict(settings).items() if k not in ("variants", "run")}),
+              "run": toml_safe(asdict(settings.run)),
+              "variants": {v.name: toml_safe({"model": v.model, **v.options}) for v in settings.variants},
               "weights": {"inception_sha256": inception.weights_sha256 if inception else "none",
                           "lpips_sha256": lpips.weights_sha256 if lpips else "none"},
               "num_processes": state.num_processes, "versions": library_versions()}
     atomic_write_text(out / "config.toml", tomli_w.dumps(toml_safe(config)))
     atomic_write_text(out / "per_image.csv", _csv(frame, PER_IMAGE_COLUMNS))
-    atomic_write_text(out / "per_bin.csv", _csv(per_bin_table(frame, settings.models),
+    atomic_write_text(out / "per_bin.csv", _csv(per_bin_table(frame, names),
                                                 ["model", "bin", "n_images", *PER_IMAGE]))
     summary_frame = pd.DataFrame.from_records(summary)
     atomic_write_text(out / "summary.csv", _csv(summary_frame, SUMMARY_COLUMNS))
@@ -496,17 +538,21 @@ def _load_lpips(settings: EvalSettings, device: str, log):
 
 
 def _real_features(dataset: Dataset, scorer: Scorer, shard: list[Sample], settings: EvalSettings, state):
-    """Ground-truth Inception features (whole N×2048, crops K×2048) in dataset order, cached across evals under a
-    key naming the weights, the resize and crop rules and the dataset's content."""
+    """Ground-truth Inception features (whole N×2048, crops K×2048) in dataset order and the image row of each crop
+    (K), cached across evals under a key naming the protocol, the weights, the resize and crop rules and the
+    dataset's content."""
     key = fidlib.feature_cache_key(scorer.inception.weights_sha256, fidlib.dataset_fingerprint(dataset.samples))
     path = fidlib.cache_path(settings.cache_dir, key)
     cached = fidlib.load_cached(path)
-    usable = cached is not None and {"whole", "crops"} <= set(cached)
+    usable = cached is not None and {"whole", "crops", "crop_image"} <= set(cached)
     if all(_gather(state, [usable])):  # every rank must take the same branch (collectives below)
-        return cached["whole"].numpy(), cached["crops"].numpy()
+        return cached["whole"].numpy(), cached["crops"].numpy(), cached["crop_image"].numpy()
     parts = {image_id: (whole, crops) for image_id, whole, crops in _gather(state, scorer.real_features(shard))}
     whole = np.stack([parts[s.image_id][0] for s in dataset.samples])
     crops = np.concatenate([parts[s.image_id][1] for s in dataset.samples])
+    crop_image = np.concatenate([np.full(len(parts[s.image_id][1]), i, dtype=np.int64)
+                                 for i, s in enumerate(dataset.samples)])
     if state.is_main_process:
-        fidlib.save_cached(path, {"whole": torch.from_numpy(whole), "crops": torch.from_numpy(crops)})
-    return whole, crops
+        fidlib.save_cached(path, {"whole": torch.from_numpy(whole), "crops": torch.from_numpy(crops),
+                                  "crop_image": torch.from_numpy(crop_image)})
+    return whole, crops, crop_image

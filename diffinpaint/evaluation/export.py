@@ -2,7 +2,7 @@
 
     diffinpaint export kaggle RUN --data DATA --out submission.csv
 
-Format (DESIGN.md): header `id,value`; one row per hole pixel and channel; within a hole, pixels in row-major
+Format (README "Commands": export): header `id,value`; one row per hole pixel and channel; within a hole, pixels in row-major
 order with the channel fastest (R, G, B of the top-left pixel, then the next pixel to its right, ...);
 id = `<image path without extension>_<hole index>_<pixel index>`, where the hole index is the hole's place
 among the image's rows of masks.csv (from 0) and the pixel index counts values in that order (from 0, so pixel

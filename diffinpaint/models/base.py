@@ -6,15 +6,18 @@ bit-identical to the input for every model, and a model cannot get that wrong.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
+from ..util import options
+
+if TYPE_CHECKING:  # torch is imported by the models themselves: the registry and --help stay light
+    import torch
 
 
 class InpaintModel:
     """Base class. Subclasses set `name` and implement `inpaint`.
 
-    Conventions (see DESIGN.md):
+    Conventions (README "Design"):
       images: float32 N×3×H×W in [0, 1]
       masks:  float32 N×1×H×W in {0, 1}, 1 = hole to fill
       seeds:  one int per image, derived by the runner from (global seed, image id), so a model that draws
@@ -23,10 +26,14 @@ class InpaintModel:
     """
 
     name: str = "base"
+    # the model's inference options, declared once (util/options.py); instances keep theirs in self.settings
+    Settings: type
+    settings: Any = None
     # True for models that optimise at test time (DCGAN's latent search): the runner then does not wrap
     # `inpaint` in torch.inference_mode(), which would forbid autograd
     needs_grad: bool = False
-    # True for models whose output does not depend on the seed (classical): eval --seeds runs them once
+    # True for models whose output does not depend on the seed (classical, feed-forward GANs): eval --seeds runs
+    # them once. Trained models set it per instance from their predictor.
     deterministic: bool = False
 
     def inpaint(
@@ -40,7 +47,14 @@ class InpaintModel:
         raise NotImplementedError
 
     def output_settings(self) -> dict[str, Any]:
-        """Every setting that changes this model's outputs (written to config.toml, compared on resume)."""
+        """Every setting that changes this model's outputs (written to config.toml [outputs], compared on resume):
+        the declared options marked as changing outputs, then what the model resolved at load time."""
+        declared = options.output_values(self.settings) if self.settings is not None else {}
+        return {**declared, **self.resolved_outputs()}
+
+    def resolved_outputs(self) -> dict[str, Any]:
+        """Values the model resolved that change outputs beyond its options (a checkpoint's hash, the dtype chosen
+        for the device, library versions). Overrides a declared value of the same name."""
         return {}
 
     def manifest_fields(self, index: int, labels: Sequence[str | None]) -> dict[str, Any]:

@@ -12,7 +12,6 @@ models/trained.py does, for every trained model alike:
 """
 from __future__ import annotations
 
-import argparse
 from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
@@ -24,7 +23,11 @@ class Predictor:
     networks: ClassVar[tuple[str, ...]] = ("generator",)
     # True for models that optimise at test time (DCGAN latent search): the runner must not use inference_mode
     needs_grad: ClassVar[bool] = False
-    # the model's inference options (a dataclass; fields filled from the CLI); None when it has none
+    # False for models whose fill depends on the per-image seed (latent search, diffusion sampling); eval --seeds
+    # runs deterministic models once
+    deterministic: ClassVar[bool] = True
+    # the model's inference options: a dataclass of util.options `option(...)` fields, declared once (flags,
+    # validation, [outputs] and study-file keys come from it); None when it has none
     Settings: ClassVar[type | None] = None
     # inference settings that make a tiny checkpoint answer in seconds (the registry's contract test)
     tiny: ClassVar[dict[str, Any]] = {}
@@ -32,13 +35,9 @@ class Predictor:
     def __init__(self, config: Mapping[str, Any], nets: dict[str, nn.Module], settings: Any, device: torch.device):
         self.config, self.nets, self.settings, self.device = config, nets, settings, device
 
-    @staticmethod
-    def add_arguments(group: argparse._ArgumentGroup) -> None:
-        """The model's inference flags (dest = Settings field names). Prefix them with the model's name where
-        another model might want the same word (`--repaint-steps`, not `--steps`)."""
-
     def check(self) -> None:
-        """Raise UserError for inference settings that cannot work (e.g. --iterations 0)."""
+        """Raise UserError for inference settings that cannot work with this checkpoint (types and ranges are
+        checked from the declaration before)."""
 
     def predict(self, images: torch.Tensor, masks: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
         """images N×3×S×S in [0, 1] at the trained size S, masks N×1×S×S {0, 1} (1 = hole), one seed per image.
@@ -46,6 +45,7 @@ class Predictor:
         image from its seed (torch.Generator().manual_seed(seed)), use running statistics (eval mode)."""
         raise NotImplementedError
 
-    def output_settings(self) -> dict[str, Any]:
-        """Inference settings that change the outputs (written to the run's config.toml, compared on resume)."""
+    def resolved_outputs(self) -> dict[str, Any]:
+        """What changes the outputs beyond the declared settings (which models/trained.py records itself): values
+        read from the checkpoint's config, the network used."""
         return {}

@@ -24,6 +24,7 @@ from ..util.checkpoint import load_tensors, read_checkpoint_state, resolve_check
 from ..util.errors import UserError
 from ..util.files import sha256_file
 from ..util.imageops import resize_images, resize_masks
+from ..util.options import option, validate
 from .base import InpaintModel
 
 
@@ -34,8 +35,9 @@ class TrainedModel(InpaintModel):
 
     def __init__(self, settings, device: str = "cpu"):
         name = self.name
+        validate(settings)  # types and ranges from the declaration (settings built in Python skip the CLI's check)
         self.settings = settings
-        checkpoint = getattr(settings, f"{name}_checkpoint")
+        checkpoint = settings.checkpoint
         if not checkpoint:
             raise UserError(f"{name} needs a trained checkpoint: pass --{name}-checkpoint DIR (run: --checkpoint DIR), "
                             f"the --out folder of `diffinpaint train {name}`")
@@ -48,6 +50,7 @@ class TrainedModel(InpaintModel):
         self.size = int(self.config["size"])
         predictor_cls = self.package.Predictor
         self.needs_grad = predictor_cls.needs_grad
+        self.deterministic = predictor_cls.deterministic
         nets, self.weights_sha256 = {}, {}
         for net_name in predictor_cls.networks:
             path = self.folder / f"{net_name}.safetensors"
@@ -87,31 +90,28 @@ class TrainedModel(InpaintModel):
         # 4. Back to the input size
         return resize_images(prediction.clamp(0.0, 1.0), (height, width)).clamp(0.0, 1.0).to(images.device)
 
-    def output_settings(self) -> dict[str, Any]:
+    def resolved_outputs(self) -> dict[str, Any]:
+        """The checkpoint's identity (folder, step, weights' hashes, training set) and what its predictor reads
+        from it; the declared inference options are added by the base class."""
         training_set = self.training_set_path
         return {"checkpoint": str(self.folder.resolve()), "step": self.step, "size": self.size,
                 **{f"{k}_sha256": v for k, v in self.weights_sha256.items()},
                 "training_set_sha256": sha256_file(training_set) if training_set else "none",
-                **self.predictor.output_settings()}
+                **self.predictor.resolved_outputs()}
 
 
 @lru_cache(maxsize=None)
 def trained_model_class(name: str) -> type[TrainedModel]:
     """The inference class of trained model `name`: TrainedModel with its package and a Settings dataclass made of
-    `<name>_checkpoint` and the Predictor's own settings."""
+    `checkpoint` (flag --NAME-checkpoint) and the Predictor's own declared settings."""
     package = importlib.import_module(f"diffinpaint.models.{name}")
     own = package.Predictor.Settings
-    fields = [(f"{name}_checkpoint", str | None, dataclasses.field(default=None))]
+    checkpoint = option(None, f"{name}: the --out folder of `diffinpaint train {name}` (newest checkpoint used) or "
+                        "one of its checkpoints/step_N folders", flag=f"--{name}-checkpoint", type=str,
+                        metavar="CKPT", outputs=False)  # its weights' hashes are recorded instead of the path
+    fields = [("checkpoint", str | None, checkpoint)]
     if own is not None:
-        fields += [(f.name, f.type, dataclasses.field(default=f.default) if f.default is not dataclasses.MISSING
-                    else dataclasses.field(default_factory=f.default_factory)) for f in dataclasses.fields(own)]
+        fields += [(f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata))
+                   for f in dataclasses.fields(own)]
     settings = dataclasses.make_dataclass(f"{name.title()}Settings", fields)
-
-    def add_arguments(group) -> None:
-        group.add_argument(f"--{name}-checkpoint", default=None, metavar="CKPT",
-                           help=f"{name}: the --out folder of `diffinpaint train {name}` (newest checkpoint used) or "
-                                "one of its checkpoints/step_N folders")
-        package.Predictor.add_arguments(group)
-
-    return type(f"Trained{name.title()}", (TrainedModel,), {"name": name, "package": package, "Settings": settings,
-                                                           "add_arguments": staticmethod(add_arguments)})
+    return type(f"Trained{name.title()}", (TrainedModel,), {"name": name, "package": package, "Settings": settings})

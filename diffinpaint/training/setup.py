@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .protocol import TrainableModel
+from ..models.trainable import TrainableModel
 
 
 def prepare_model(model: TrainableModel, accelerator) -> None:

@@ -1,6 +1,6 @@
 """The one trainer: `diffinpaint train NAME` for every trainable model in the registry.
 
-A model supplies its networks, optimisers and one training step (training/protocol.py); this file owns, once:
+A model supplies its networks, optimisers and one training step (models/trainable.py); this file owns, once:
 accelerate (processes, mixed precision), the RNG as a function of (seed, step, rank), data order, flips, holes,
 the LR schedule, EMA copies, the NaN/inf stop, log.jsonl, sample grids, trackers, checkpoints, --resume,
 --dry-run and --stop-at.
@@ -18,7 +18,7 @@ would have drawn, with no RNG state in the checkpoint. --resume refuses any chan
 weights or the random stream, naming it; --steps may only change when the LR schedule is constant (with a
 decaying LR a new --steps would move the schedule under the run: the LR would jump back up).
 
-Training folder (DESIGN.md contract):
+Training folder (README "Training (every model)"):
     OUT/checkpoints/step_N/    training/checkpoints.py
     OUT/samples/step_N.png     rows of masked input | output | target, networks in eval mode
     OUT/log.jsonl              losses and learning rate per step
@@ -44,12 +44,12 @@ from ..util.files import atomic_write_bytes, atomic_write_text, png_bytes, write
 from ..util.seeds import stream_seed
 from .checkpoints import (load_training_state, prune_checkpoints, remove_leftovers, optimizer_from_safetensors,
                           save_checkpoint)
-from .config import RUN_ONLY, TrainConfig
+from ..util import options
+from .config import REPORT_TO, TrainConfig
 from .data import TOOLKIT_HOLES, StepBatches, TrainingImages, training_samples, training_set_record
-from .protocol import Batch, TrainableModel
+from ..models.trainable import Batch, TrainableModel
 from .setup import prepare_model
 
-REPORT_TO = ("none", "tensorboard", "wandb")
 # what a training folder holds before its first checkpoint (a run killed early may be started again)
 OWN_FILES = {"checkpoints", "samples", "log.jsonl", "training_set.json", "trackers"}
 
@@ -61,72 +61,64 @@ class TrainingDiverged(RuntimeError):
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
+def model_defaults(model_cls: type[TrainableModel], preset: str = "paper") -> dict[str, Any]:
+    """The model's defaults (its paper's configuration) with `preset` applied on top (shared and own options)."""
+    if preset != "paper" and preset not in model_cls.presets:
+        raise UserError(f"--preset {preset}: {model_cls.name} has {', '.join(['paper', *model_cls.presets])}")
+    return {**model_cls.defaults, **model_cls.presets.get(preset, {})}
+
+
 def add_arguments(parser: argparse.ArgumentParser, model_cls: type[TrainableModel]) -> None:
-    """The shared options with this model's defaults, then the model's own options."""
-    d = dataclasses.replace(TrainConfig(), **model_cls.defaults)
-    shared = parser.add_argument_group("training options (every model)")
+    """The shared options with this model's paper defaults, then the model's own options: all generated from their
+    declarations (training/config.py, the model's Options). Only what the user types lands in the namespace."""
+    defaults = model_defaults(model_cls)
+    if model_cls.paper_note:
+        parser.description = f"{parser.description or ''} Defaults: {model_cls.paper_note}. --preset quick: " \
+                             f"{', '.join(f'{k}={v}' for k, v in model_cls.presets.get('quick', {}).items())}."
+    shared = parser.add_argument_group("training options (every model; defaults are this model's paper's)")
     shared.add_argument("--data", required=True, help="dataset folder (images/; masks.csv or masks/ for --holes "
                         "dataset)")
     shared.add_argument("--out", required=True, help="training folder for checkpoints, samples and the log")
-    shared.add_argument("--size", type=int, default=d.size, help=f"training resolution (default {d.size})")
-    shared.add_argument("--steps", type=int, default=d.steps, help=f"total optimiser steps (default {d.steps})")
-    shared.add_argument("--batch-size", type=int, default=d.batch_size, help=f"per process (default {d.batch_size})")
-    shared.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
-    shared.add_argument("--decay-start", type=float, default=d.decay_start,
-                        help=f"fraction of --steps before the LR decays linearly to 0 (default {d.decay_start}; "
-                             "1 = constant)")
-    shared.add_argument("--holes", choices=model_cls.hole_choices, default=d.holes,
-                        help=f"where training holes come from (default {d.holes}): dataset = the dataset's masks; "
-                             "box = two 75x75 at 256 px, thin/medium/thick = LaMa strokes, generated per sample")
-    shared.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flips")
-    shared.add_argument("--sample-every", type=int, default=d.sample_every, help="steps between sample grids")
-    shared.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
-    shared.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints,
-                        help=f"newest checkpoints to keep (default {d.keep_checkpoints}; 0 = all)")
-    shared.add_argument("--seed", type=int, default=d.seed)
-    shared.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes (default 0)")
-    shared.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
-    shared.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=d.mixed_precision)
-    shared.add_argument("--report-to", choices=REPORT_TO, default=d.report_to,
-                        help="log losses, LR and sample grids to tensorboard or wandb (default none)")
-    shared.add_argument("--stop-at", type=int, default=None,
-                        help="end this invocation after this step, writing a checkpoint (continue with --resume)")
+    options.add_flags(shared, TrainConfig, defaults=defaults)
+    for action in shared._group_actions:  # the model's hole generators
+        if action.dest == "holes":
+            action.choices = model_cls.hole_choices
     shared.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     shared.add_argument("--dry-run", action="store_true", help="print the configuration, networks and parameter "
                         "counts, then exit")
-    model_cls.add_arguments(parser.add_argument_group(f"{model_cls.name} options"))
+    options.add_flags(parser.add_argument_group(f"{model_cls.name} options"), model_cls.Options, defaults=defaults)
 
 
-def configs_from_options(model_cls: type[TrainableModel], options: dict[str, Any]) -> tuple[TrainConfig, Any]:
-    """(shared TrainConfig, model Options) from a flat mapping (the CLI namespace); defaults where absent."""
-    shared = {f.name for f in dataclasses.fields(TrainConfig)}
-    own = {f.name for f in dataclasses.fields(model_cls.Options)}
-    cfg = dataclasses.replace(TrainConfig(), **model_cls.defaults)
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in options.items() if k in shared and k != "model"},
-                              model=model_cls.name)
-    opts = model_cls.Options(**{k: v for k, v in options.items() if k in own})
+# invocation arguments that are TrainConfig fields without being declared options
+_INVOCATION = ("data", "out", "resume", "dry_run")
+
+
+def configs_from_options(model_cls: type[TrainableModel], values: dict[str, Any]) -> tuple[TrainConfig, Any]:
+    """(shared TrainConfig, model Options) from option values (field name -> value): the declared defaults, then
+    the model's paper defaults, then the preset's, then `values`. Unknown names and bad values are refused."""
+    values = {k: v for k, v in values.items() if k != "model"}
+    shared = options.by_name(TrainConfig)
+    own = options.by_name(model_cls.Options)
+    unknown = sorted(set(values) - set(shared) - set(own) - set(_INVOCATION))
+    if unknown:
+        raise UserError(f"{model_cls.name} has no training option {', '.join(unknown)}; see "
+                        f"`diffinpaint train {model_cls.name} --help`")
+    preset = values.get("preset", "paper")
+    layered = {**model_defaults(model_cls, options.check_value(shared["preset"], preset)), **values}
+    cfg = options.build(TrainConfig, {k: v for k, v in layered.items() if k in shared})
+    cfg = dataclasses.replace(cfg, model=model_cls.name,
+                              **{k: v for k, v in layered.items() if k in _INVOCATION})
+    opts = options.build(model_cls.Options, {k: v for k, v in layered.items() if k in own})
     return cfg, opts
 
 
 def check_config(cfg: TrainConfig, model: TrainableModel) -> None:
-    positive = {"--size": cfg.size, "--steps": cfg.steps, "--batch-size": cfg.batch_size,
-                "--sample-every": cfg.sample_every, "--checkpoint-every": cfg.checkpoint_every}
-    for flag, value in positive.items():
-        if value < 1:
-            raise UserError(f"{flag} {value} must be at least 1")
-    if not cfg.lr > 0:
-        raise UserError(f"--lr {cfg.lr} must be positive")
-    if not 0.0 <= cfg.decay_start <= 1.0:
-        raise UserError(f"--decay-start {cfg.decay_start} must be a fraction between 0 and 1")
-    if cfg.stop_at is not None and cfg.stop_at < 1:
-        raise UserError(f"--stop-at {cfg.stop_at} must be at least 1")
-    if cfg.workers < 0 or cfg.keep_checkpoints < 0:
-        raise UserError("--workers and --keep-checkpoints must be >= 0")
+    """Types and ranges were checked from the declarations; the rules that involve the model are here."""
+    options.validate(cfg)
+    options.validate(model.opts)
     if cfg.holes not in model.hole_choices:
         raise UserError(f"--holes {cfg.holes} is not available for {model.name}; choose from "
                         f"{', '.join(model.hole_choices)}")
-    if cfg.report_to not in REPORT_TO:
-        raise UserError(f"--report-to {cfg.report_to!r}; choose from {', '.join(REPORT_TO)}")
     if cfg.report_to != "none":
         import importlib.util
 
@@ -142,11 +134,19 @@ def flat_config(cfg: TrainConfig, opts) -> dict[str, Any]:
     return {**dataclasses.asdict(cfg), **dataclasses.asdict(opts)}
 
 
+def resume_compared(model_cls: type[TrainableModel]) -> dict[str, str]:
+    """Options --resume must find unchanged (name -> flag): every declared option that shapes the weights or the
+    random stream (outputs=True), shared and the model's own. --steps is handled apart (see _check_resume)."""
+    declared = [*options.declared(TrainConfig), *options.declared(model_cls.Options)]
+    return {o.name: o.flag for o in declared if o.outputs and o.name != "steps"}
+
+
 def main(args: argparse.Namespace) -> int:
     from ..models import trainable_class
 
     model_cls = trainable_class(args.train_verb)
-    cfg, opts = configs_from_options(model_cls, vars(args))
+    typed = {k: v for k, v in vars(args).items() if k not in ("verb", "train_verb")}
+    cfg, opts = configs_from_options(model_cls, typed)
     try:
         train(model_cls, cfg, opts)
     except TrainingDiverged as err:
@@ -182,6 +182,10 @@ def describe(model: TrainableModel, nets: dict[str, torch.nn.Module], n_images: 
     cfg = model.cfg
     lines = [f"{model.name} training on {n_images} images from {cfg.data} -> {cfg.out}"]
     lines += [f"  {k}: {v}" for k, v in flat_config(cfg, model.opts).items() if k not in ("model", "data", "out")]
+    if cfg.preset == "paper" and model.paper_note:
+        lines.append(f"  defaults in force: the paper's ({model.paper_note})")
+    else:
+        lines.append(f"  defaults in force: --preset {cfg.preset} (the small CPU configuration of `make demo`)")
     for name, count in parameter_counts(nets).items():
         lines.append(f"  {name}: {type(nets[name]).__name__}, {count:,} parameters ({count / 1e6:.2f} M)")
     lines += [f"  {line}" for line in model.describe()]
@@ -209,13 +213,15 @@ def _make_accelerator(cfg: TrainConfig):
 def _check_resume(saved: dict, model: TrainableModel, folder: Path, processes: int, state: dict) -> None:
     cfg, opts = model.cfg, model.opts
     now = flat_config(cfg, opts)
-    for name, value in now.items():
-        if name in RUN_ONLY or name in model.run_only or name == "steps":
-            continue
+    for name, flag in resume_compared(type(model)).items():
+        value = now[name]
         if name in saved and saved[name] != value:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{folder} was trained with {name}={saved[name]!r} but this run has {value!r}; pass "
-                            f"{flag} {saved[name]} to resume, or a new --out")
+            if isinstance(value, bool):
+                fix = f"{'drop' if (flag.startswith('--no-') != value) else 'pass'} {flag}"
+            else:
+                fix = f"pass {flag} {saved[name]}"
+            raise UserError(f"{folder} was trained with {name}={saved[name]!r} but this run has {value!r}; {fix} to "
+                            "resume, or a new --out")
     if saved.get("steps") != cfg.steps and cfg.decay_start < 1.0:
         raise UserError(f"{folder} was trained with --steps {saved.get('steps')} and an LR that decays from "
                         f"{cfg.decay_start:g} of them; resuming with --steps {cfg.steps} would move the schedule "

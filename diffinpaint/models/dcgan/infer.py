@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...util.errors import UserError
+from ...util.options import option
 from ..predictor import Predictor
 
 WINDOW = 7  # neighbourhood of the weighted context loss (paper, moodoki tools.py default)
@@ -61,11 +62,19 @@ CHUNK_ROWS = 64  # codes optimised together (moodoki's batch of 64 candidates); 
 
 @dataclass
 class DCGANSettings:
-    iterations: int = 1500  # Adam steps on z per image (paper: 1500)
-    restarts: int = 4  # starting codes per image; the best weighted context loss wins (moodoki: a batch of 64)
-    prior_weight: float = 0.003  # λ of the prior loss (paper)
-    z_lr: float = 0.01  # Adam learning rate on z (bamos' complete.py; the paper gives none)
-    blend: str = "poisson"  # poisson: blend the fill into the hole (paper); none: the raw G(ẑ) (runner composites)
+    # paper: 1500
+    iterations: int = option(1500, "dcgan: Adam steps on the latent code per image", flag="--dcgan-iterations",
+                             minimum=1)
+    # the best weighted context loss wins (moodoki: a batch of 64)
+    restarts: int = option(4, "dcgan: starting codes per image, the best context loss wins", flag="--dcgan-restarts",
+                           minimum=1)
+    prior_weight: float = option(0.003, "dcgan: weight λ of the prior loss (paper: 0.003)", flag="--dcgan-lambda",
+                                 minimum=0)
+    # bamos' complete.py; the paper gives none
+    z_lr: float = option(0.01, "dcgan: Adam learning rate on z", flag="--dcgan-lr", above=0)
+    # poisson: blend the fill into the hole (paper); none: the raw G(ẑ) (the runner composites)
+    blend: str = option("poisson", "dcgan: Poisson-blend the fill into the hole or not", flag="--dcgan-blend",
+                        choices=BLENDS)
 
 
 # ------------------------------------------------------------------------------------------ the objective
@@ -191,37 +200,13 @@ def poisson_blend(image: np.ndarray, fill: np.ndarray, hole: np.ndarray) -> np.n
 class DCGANPredictor(Predictor):
     networks = ("generator", "discriminator")
     needs_grad = True  # optimises z at test time
+    deterministic = False  # the starting codes come from each image's seed
     Settings = DCGANSettings
     tiny = {"iterations": 5, "restarts": 2}
-
-    @staticmethod
-    def add_arguments(group: argparse._ArgumentGroup) -> None:
-        d = DCGANSettings()
-        group.add_argument("--dcgan-iterations", dest="iterations", type=int, default=d.iterations,
-                           help=f"dcgan: Adam steps on the latent code per image (default {d.iterations})")
-        group.add_argument("--dcgan-restarts", dest="restarts", type=int, default=d.restarts,
-                           help=f"dcgan: starting codes per image, the best context loss wins (default {d.restarts})")
-        group.add_argument("--dcgan-lambda", dest="prior_weight", type=float, default=d.prior_weight,
-                           help=f"dcgan: weight of the prior loss (default {d.prior_weight:g})")
-        group.add_argument("--dcgan-lr", dest="z_lr", type=float, default=d.z_lr,
-                           help=f"dcgan: Adam learning rate on z (default {d.z_lr:g})")
-        group.add_argument("--dcgan-blend", dest="blend", choices=BLENDS, default=d.blend,
-                           help=f"dcgan: Poisson-blend the fill into the hole or not (default {d.blend})")
 
     @property
     def _settings(self) -> DCGANSettings:
         return self.settings if self.settings is not None else DCGANSettings()
-
-    def check(self) -> None:
-        s = self._settings
-        if s.iterations < 1:
-            raise UserError(f"--dcgan-iterations {s.iterations} must be at least 1 (the paper uses 1500)")
-        if s.restarts < 1:
-            raise UserError(f"--dcgan-restarts {s.restarts} must be at least 1 (one starting code per image)")
-        if s.prior_weight < 0 or s.z_lr <= 0:
-            raise UserError("--dcgan-lambda must be >= 0 and --dcgan-lr > 0 (defaults 0.003 and 0.01)")
-        if s.blend not in BLENDS:
-            raise UserError(f"--dcgan-blend {s.blend!r}; choose {' or '.join(BLENDS)}")
 
     def start_codes(self, seeds: Sequence[int]) -> torch.Tensor:
         """(N·restarts)×z_dim codes ~ U[−1, 1], image i's rows drawn from its own seed (on the CPU, so any device
@@ -265,5 +250,5 @@ class DCGANPredictor(Predictor):
         out = torch.from_numpy(np.stack(blended)).permute(0, 3, 1, 2)
         return out.to(images.device, torch.float32).clamp(0.0, 1.0)
 
-    def output_settings(self) -> dict[str, Any]:
-        return {**asdict(self._settings), "window": WINDOW}
+    def resolved_outputs(self) -> dict[str, Any]:
+        return {"window": WINDOW}

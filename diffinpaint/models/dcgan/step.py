@@ -18,24 +18,28 @@ the test-time search is the expensive part (infer.py: 32 images × 4 codes × 15
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from ...training.losses import GANLoss
-from ...training.protocol import Batch, TrainableModel
+from ..losses import GANLoss
+from ..trainable import Batch, TrainableModel
 from ...util.errors import UserError
+from ...util.options import option
 from .nets import MAX_SIZE, MIN_SIZE, build_network, count_parameters, init_weights, num_layers
 
 
 @dataclass
 class DCGANOptions:
-    z_dim: int = 100  # latent size; z ~ U[−1, 1]^z_dim (DCGAN paper, bamos, Yeh et al.)
-    gf: int = 64  # generator width next to the image (gf_dim: 512-256-128-64 at 64 px)
-    df: int = 64  # discriminator width next to the image (df_dim: 64-128-256-512 at 64 px)
-    beta1: float = 0.5  # Adam β1 (DCGAN paper: 0.9 oscillated, 0.5 stabilised training)
+    # z ~ U[−1, 1]^z_dim (DCGAN paper, bamos, Yeh et al.)
+    z_dim: int = option(100, "latent size", minimum=1)
+    # gf_dim: 512-256-128-64 at 64 px
+    gf: int = option(64, "generator width next to the image", minimum=1)
+    # df_dim: 64-128-256-512 at 64 px
+    df: int = option(64, "discriminator width next to the image", minimum=1)
+    # DCGAN paper: 0.9 oscillated, 0.5 stabilised training
+    beta1: float = option(0.5, "Adam beta1", minimum=0, maximum=0.999)
 
 
 def latent_codes(n: int, z_dim: int, device) -> torch.Tensor:
@@ -48,29 +52,19 @@ class DCGANTraining(TrainableModel):
     Options = DCGANOptions
     # batch 64: DCGAN paper and bamos (batch norm statistics over 64 images); 20k steps = 1.3M images shown, a
     # usable 64-px face prior (bamos' released model: 20 CelebA epochs ≈ 60k steps); constant LR as the paper
-    defaults = {"size": 64, "steps": 20000, "batch_size": 64, "lr": 2e-4, "decay_start": 1.0, "holes": "none"}
+    defaults = {"size": 64, "steps": 79_150, "batch_size": 64, "lr": 2e-4, "decay_start": 1.0, "holes": "none"}
+    paper_note = ("DCGAN / bamos: batch 64, Adam 2e-4 (0.5), 64 px; 79,150 steps = 25 epochs of CelebA's 202,599 "
+                  "faces, the default of the TensorFlow DCGAN code Yeh et al. build on")
+    presets = {"quick": {"size": 32, "gf": 32, "df": 32, "batch_size": 16, "steps": 150, "sample_every": 150,
+                         "checkpoint_every": 150}}
     hole_choices = ("none",)
     tiny = {"size": 32, "gf": 8, "df": 8, "batch_size": 4}
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        d = DCGANOptions()
-        parser.add_argument("--z-dim", dest="z_dim", type=int, default=d.z_dim,
-                            help=f"latent size (default {d.z_dim})")
-        parser.add_argument("--gf", type=int, default=d.gf, help=f"generator width next to the image (default {d.gf})")
-        parser.add_argument("--df", type=int, default=d.df,
-                            help=f"discriminator width next to the image (default {d.df})")
-        parser.add_argument("--beta1", type=float, default=d.beta1, help=f"Adam beta1 (default {d.beta1})")
 
     def check(self) -> None:
         o, size = self.opts, self.cfg.size
         if size < MIN_SIZE or size > MAX_SIZE or size & (size - 1):
             raise UserError(f"--size {size} does not fit dcgan; pass a power of two from {MIN_SIZE} to {MAX_SIZE} "
                             "(the paper's is 64)")
-        if o.z_dim < 1 or o.gf < 1 or o.df < 1:
-            raise UserError("--z-dim, --gf and --df must be at least 1 (defaults 100, 64, 64)")
-        if not 0.0 <= o.beta1 < 1.0:
-            raise UserError(f"--beta1 {o.beta1} must be in [0, 1) (default 0.5)")
 
     def _config(self) -> dict:
         return {**asdict(self.cfg), **asdict(self.opts)}

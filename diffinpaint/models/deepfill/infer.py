@@ -26,7 +26,7 @@ class DeepFillPredictor(Predictor):
         _, x2 = netG(masked, mask)
         return ((x2.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
-    def output_settings(self) -> dict[str, Any]:
+    def resolved_outputs(self) -> dict[str, Any]:
         return {"cnum": self.config.get("cnum", 48), "attention": self.config.get("attention", "contextual")}
 
 

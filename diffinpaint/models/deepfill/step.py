@@ -15,29 +15,31 @@ and mask for the D step); each image has its own mask (TF: one per batch); see n
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from ...training.losses import hinge_d_loss, hinge_g_loss
-from ...training.protocol import Batch, TrainableModel
+from ..losses import hinge_d_loss, hinge_g_loss
+from ..trainable import Batch, TrainableModel
 from ...util.errors import UserError
+from ...util.options import option
 from . import holes
 from .nets import ATTENTION_CHOICES, SIZE_MULTIPLE, build_network, count_parameters, generator_input
 
 
 @dataclass
 class DeepFillOptions:
-    cnum: int = 48  # generator width: the reference's cnum (first conv before gating; widths after gating 24-96)
-    # what the refinement stage's attention branch uses: "contextual" (the paper's contextual attention) or "self"
-    # (a masked SAGAN-style self-attention block in the same place, γ = 0 at init)
-    attention: str = "contextual"
-    beta1: float = 0.5  # Adam β1 for G and D (reference)
-    gan_weight: float = 1.0  # weight of the hinge term in G's loss (inpaint.yml gan_loss_alpha)
-    l1_weight: float = 1.0  # weight of each stage's whole-image L1 (inpaint.yml l1_loss_alpha)
+    # the first conv before gating; widths after gating 24-96
+    cnum: int = option(48, "generator width, a multiple of 4 (the reference's cnum)", minimum=4)
+    # "self" = a masked SAGAN-style self-attention block in the same place, γ = 0 at init
+    attention: str = option("contextual", "attention branch of the refinement stage: contextual (paper) or self "
+                            "(masked self-attention)", choices=ATTENTION_CHOICES)
+    beta1: float = option(0.5, "Adam beta1 for G and D (reference: 0.5)", minimum=0, maximum=0.999)
+    gan_weight: float = option(1.0, "weight of the hinge GAN term in G's loss (inpaint.yml gan_loss_alpha)",
+                               minimum=0)
+    l1_weight: float = option(1.0, "weight of each stage's whole-image L1 (inpaint.yml l1_loss_alpha)", minimum=0)
 
 
 def _size_error(size: int) -> str | None:
@@ -54,23 +56,13 @@ class DeepFillTraining(TrainableModel):
     # batch 1 per process: neither network has batch statistics (no normalisation; spectral norm is per weight), so
     # the batch size only trades speed for memory; the reference used 16 on one GPU: pass --batch-size 16 there.
     # 2000 steps is a first look, not the paper's hundreds of thousands; the LR stays constant as in the reference.
-    defaults = {"size": 256, "steps": 2000, "batch_size": 1, "lr": 1e-4, "decay_start": 1.0, "holes": "deepfill"}
+    defaults = {"size": 256, "steps": 100_000, "batch_size": 16, "lr": 1e-4, "decay_start": 1.0, "holes": "deepfill"}
+    paper_note = ("inpaint.yml: batch 16, Adam 1e-4 (0.5, 0.999) for G and D, constant LR; 100,000 steps = "
+                  "mmagic's Places365 reproduction length (the TF reference trains until stopped)")
+    presets = {"quick": {"size": 64, "cnum": 24, "batch_size": 4, "holes": "box", "lr": 5e-4, "steps": 150,
+                         "sample_every": 150, "checkpoint_every": 150}}
     hole_choices = ("deepfill", "dataset", "box", "thin", "medium", "thick")
     tiny = {"size": 32, "cnum": 8, "batch_size": 2}
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        d = DeepFillOptions()
-        parser.add_argument("--cnum", type=int, default=d.cnum,
-                            help=f"generator width, a multiple of 4 (default {d.cnum}, the reference's)")
-        parser.add_argument("--attention", choices=ATTENTION_CHOICES, default=d.attention,
-                            help="attention branch of the refinement stage: contextual (paper) or self (masked "
-                                 f"self-attention) (default {d.attention})")
-        parser.add_argument("--beta1", type=float, default=d.beta1, help=f"Adam beta1 (default {d.beta1})")
-        parser.add_argument("--gan-weight", type=float, default=d.gan_weight,
-                            help=f"weight of the hinge GAN term in G's loss (default {d.gan_weight:g})")
-        parser.add_argument("--l1-weight", type=float, default=d.l1_weight,
-                            help=f"weight of each stage's L1 term (default {d.l1_weight:g})")
 
     def check(self) -> None:
         o = self.opts
@@ -80,10 +72,6 @@ class DeepFillTraining(TrainableModel):
         if o.cnum < 4 or o.cnum % 4:
             raise UserError(f"--cnum {o.cnum} does not fit deepfill: it must be a multiple of 4 (every layer splits "
                             "its channels into features and gates, the last one cnum/2); try --cnum 48")
-        if o.attention not in ATTENTION_CHOICES:
-            raise UserError(f"--attention {o.attention!r}: choose {' or '.join(ATTENTION_CHOICES)}")
-        if o.gan_weight < 0 or o.l1_weight < 0:
-            raise UserError("--gan-weight and --l1-weight must be non-negative")
 
     def network_config(self) -> dict:
         """The flat config build_network reads (what the trainer writes into config.json)."""

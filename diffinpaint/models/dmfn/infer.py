@@ -26,6 +26,6 @@ class DMFNPredictor(Predictor):
         generated = generator(generator_input(images.float(), masks.float()).to(dtype=dtype)).float()
         return ((generated + 1.0) / 2.0).clamp(0.0, 1.0)
 
-    def output_settings(self) -> dict[str, Any]:
+    def resolved_outputs(self) -> dict[str, Any]:
         return {"dmfb": self.config.get("dmfb", "released"), "nf": self.config.get("nf", 64),
                 "n_blocks": self.config.get("n_blocks", 8)}

@@ -24,8 +24,8 @@ masks it crops a random box instead). For the "dmfn" holes that window is the bo
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...training.losses import GANLoss
-from ...training.protocol import Batch, TrainableModel
+from ..losses import GANLoss
+from ..trainable import Batch, TrainableModel
 from ...util.errors import UserError
+from ...util.options import option
 from .nets import (DMFB_VARIANTS, GLOBAL_LAYERS, LOCAL_LAYERS, MIN_SIZE, build_network, composite, count_parameters,
                    generator_input, halved, init_weights, local_crop_size)
 from .vgg import VGGFeatures, default_vgg_path, resolve_vgg_path
@@ -57,12 +58,17 @@ CENTROID_EPS = 1e-7  # added to the feature maps before they are normalised to d
 class DMFNOptions:
     # "released": the DMFB as the authors' code has it (3×3 fusion, no K_i; 885,312 parameters per block);
     # "paper": as the paper's Fig. 2 describes it (K_i 3×3 convs, 1×1 fusion; 471,808)
-    dmfb: str = "released"
-    nf: int = 64  # generator base width (paper: 64; the blocks work at 4·nf = 256 channels)
-    ndf: int = 64  # discriminator base width (paper: 64; widths ndf..8·ndf, Linear hidden 8·ndf)
-    n_blocks: int = 8  # DMFBs in the generator (paper: 8)
-    perceptual: bool = True  # VGG19 feature + alignment losses (need torchvision's VGG19); --no-perceptual: off
-    vgg_weights: str = ""  # torchvision's vgg19-dcbb9e9d.pth; "" = <torch hub dir>/checkpoints/vgg19-dcbb9e9d.pth
+    dmfb: str = option("released", "dense multi-scale fusion block: released = as in the authors' code, paper = as "
+                       "the paper's Fig. 2 (K_i convs, 1x1 fusion)", choices=DMFB_VARIANTS)
+    # the blocks work at 4·nf = 256 channels
+    nf: int = option(64, "generator base width (paper: 64)", minimum=1)
+    # widths ndf..8·ndf, Linear hidden 8·ndf
+    ndf: int = option(64, "discriminator base width (paper: 64)", minimum=1)
+    n_blocks: int = option(8, "DMFBs in the generator (paper: 8)", minimum=1)
+    perceptual: bool = option(True, "train without the VGG19 feature and alignment losses (no VGG weights needed)")
+    # where the frozen VGG19 is read from, not what is trained: free to change on --resume
+    vgg_weights: str = option("", "torchvision's vgg19-dcbb9e9d.pth (default: the torch hub cache)", metavar="FILE",
+                              outputs=False)
 
 
 # ------------------------------------------------------------------------------------------------- the losses
@@ -168,27 +174,15 @@ class DMFNTraining(TrainableModel):
     Options = DMFNOptions
     # the paper's 256 px and Adam 2e-4 at a constant rate (the reference halves it only after its 100k steps);
     # its own box holes (one 128×128 box, shrunk by up to 32, at a random place)
-    defaults = {"size": 256, "lr": 2e-4, "holes": "dmfn", "decay_start": 1.0}
+    defaults = {"size": 256, "steps": 100_000, "batch_size": 16, "lr": 2e-4, "holes": "dmfn", "decay_start": 1.0}
+    paper_note = ("the reference's CelebA-HQ config: batch 16, Adam 2e-4 (0.5, 0.999), n_iter 100,000 steps (its "
+                  "x0.5 LR step at 100k is never reached)")
+    presets = {"quick": {"size": 64, "nf": 16, "ndf": 16, "n_blocks": 4, "batch_size": 4, "holes": "box",
+                         "steps": 150, "sample_every": 150, "checkpoint_every": 150}}
     hole_choices = ("dmfn", "dataset", "box", "thin", "medium", "thick")
-    run_only = ("vgg_weights",)  # where the frozen VGG19 is read from, not what is trained
     tiny = {"size": 64, "nf": 8, "ndf": 8, "n_blocks": 2, "perceptual": False, "batch_size": 2}
 
     vgg: VGGFeatures | None = None  # frozen, so not one of self.nets (nets are what is trained and checkpointed)
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        d = DMFNOptions()
-        parser.add_argument("--dmfb", choices=DMFB_VARIANTS, default=d.dmfb,
-                            help="dense multi-scale fusion block: 'released' = as in the authors' code (default), "
-                                 "'paper' = as the paper's Fig. 2 (K_i convs, 1x1 fusion)")
-        parser.add_argument("--nf", type=int, default=d.nf, help=f"generator base width (default {d.nf})")
-        parser.add_argument("--ndf", type=int, default=d.ndf, help=f"discriminator base width (default {d.ndf})")
-        parser.add_argument("--n-blocks", dest="n_blocks", type=int, default=d.n_blocks,
-                            help=f"DMFBs in the generator (default {d.n_blocks})")
-        parser.add_argument("--no-perceptual", dest="perceptual", action="store_false",
-                            help="train without the VGG19 feature and alignment losses (no VGG weights needed)")
-        parser.add_argument("--vgg-weights", dest="vgg_weights", default=d.vgg_weights, metavar="FILE",
-                            help="torchvision's vgg19-dcbb9e9d.pth (default: the torch hub cache)")
 
     def network_config(self) -> dict:
         """The flat config build_network reads (the same keys config.json will hold)."""
@@ -202,16 +196,16 @@ class DMFNTraining(TrainableModel):
         if size % 4:
             raise UserError(f"--size {size} does not suit dmfn: pass a multiple of 4 (the generator halves the image "
                             "twice and doubles it back)")
-        if o.dmfb not in DMFB_VARIANTS:
-            raise UserError(f"--dmfb {o.dmfb!r}; choose from {', '.join(DMFB_VARIANTS)}")
-        if o.nf < 1 or o.ndf < 1 or o.n_blocks < 1:
-            raise UserError("--nf, --ndf and --n-blocks must be at least 1 (paper: 64, 64, 8)")
         # BatchNorm in training mode needs more than one value per channel on D's smallest map
         side = min(halved(size, GLOBAL_LAYERS), halved(local_crop_size(size), LOCAL_LAYERS))
         if self.cfg.batch_size * side * side < 2:
             raise UserError(f"--batch-size {self.cfg.batch_size} at --size {size} leaves the discriminator's last "
                             "BatchNorm one value per channel; use --batch-size 2 or more (the paper: 16) or "
                             f"--size {2 * MIN_SIZE} or more")
+        if self.cfg.batch_size < 8:
+            print(f"warning: dmfn at --batch-size {self.cfg.batch_size}: its BatchNorm discriminator and RaGAN's "
+                  "averages over the batch compute something else than at the paper's 16 (use 8 or more)",
+                  file=sys.stderr)
         if o.perceptual and self.vgg is None:
             self.vgg = VGGFeatures.from_file(resolve_vgg_path(o.vgg_weights))  # UserError: missing or wrong file
 

@@ -10,7 +10,6 @@ decays linearly (the reference's 100 + 100 epochs, counted in steps).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 
@@ -18,24 +17,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...training.losses import GANLoss
-from ...training.protocol import Batch, TrainableModel
+from ..losses import GANLoss
+from ..trainable import Batch, TrainableModel
 from ...util.errors import UserError
+from ...util.options import option
 from .nets import build_discriminator, build_generator, generator_input, init_weights, unet_depth
 
 
 @dataclass
 class Pix2PixOptions:
-    ngf: int = 64  # generator width (paper: 64)
-    ndf: int = 64  # discriminator width (paper: 64)
-    n_layers_d: int = 3  # strided discriminator layers: 3 = 70x70 PatchGAN (paper)
-    dropout: bool = True  # dropout 0.5 in the innermost decoder blocks (paper's noise source)
-    beta1: float = 0.5  # Adam beta1 (paper)
-    gan_mode: str = "vanilla"  # "vanilla" (BCE on logits, paper) or "lsgan" (least squares)
-    lambda_l1: float = 100.0  # weight of the L1 term (paper)
-    # L1 weight of hole pixels relative to known pixels (1 = the paper's plain L1); the weights are normalised to
-    # mean 1, so --lambda-l1 keeps its meaning whatever --hole-weight is
-    hole_weight: float = 1.0
+    ngf: int = option(64, "generator width (paper: 64)", minimum=1)
+    ndf: int = option(64, "discriminator width (paper: 64)", minimum=1)
+    n_layers_d: int = option(3, "strided discriminator layers: 3 = the paper's 70x70 PatchGAN", minimum=1)
+    dropout: bool = option(True, "no dropout in the generator (the paper's 0.5 in the innermost decoder blocks is "
+                           "its noise source)")
+    beta1: float = option(0.5, "Adam beta1 (paper: 0.5)", minimum=0, maximum=0.999)
+    gan_mode: str = option("vanilla", "vanilla (BCE on logits, the paper's) or lsgan (least squares)",
+                           choices=("vanilla", "lsgan"))
+    lambda_l1: float = option(100.0, "weight of the L1 term (paper: 100)", minimum=0)
+    # normalised to mean 1, so --lambda-l1 keeps its meaning whatever --hole-weight is
+    hole_weight: float = option(1.0, "L1 weight of hole pixels relative to the rest, normalised to mean 1 (1 = the "
+                                "paper's plain L1)", above=0)
 
 
 def dropout_layers(size: int) -> int:
@@ -47,34 +49,17 @@ def dropout_layers(size: int) -> int:
 class Pix2PixTraining(TrainableModel):
     name = "pix2pix"
     Options = Pix2PixOptions
-    # 2000 steps: ~8 epochs of a 250-image set at batch 1, a usable first model; batch 1 as the reference runs
-    defaults = {"size": 256, "steps": 2000, "batch_size": 1, "lr": 2e-4, "decay_start": 0.5, "holes": "dataset"}
+    defaults = {"size": 256, "steps": 80_000, "batch_size": 1, "lr": 2e-4, "decay_start": 0.5, "holes": "dataset"}
+    paper_note = ("the reference's train.py: batch 1, Adam 2e-4, 100 epochs constant + 100 decaying linearly; "
+                  "80,000 steps = those 200 epochs of its 400-image facades set")
+    presets = {"quick": {"size": 128, "ngf": 32, "ndf": 32, "batch_size": 4, "holes": "box", "steps": 150,
+                         "sample_every": 150, "checkpoint_every": 150}}
     hole_choices = ("dataset", "box", "thin", "medium", "thick")
     tiny = {"size": 32, "ngf": 8, "ndf": 8, "batch_size": 2}
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        d = Pix2PixOptions()
-        parser.add_argument("--ngf", type=int, default=d.ngf, help=f"generator width (default {d.ngf})")
-        parser.add_argument("--ndf", type=int, default=d.ndf, help=f"discriminator width (default {d.ndf})")
-        parser.add_argument("--no-dropout", dest="dropout", action="store_false", help="no dropout in the generator")
-        parser.add_argument("--beta1", type=float, default=d.beta1, help=f"Adam beta1 (default {d.beta1})")
-        parser.add_argument("--gan-mode", choices=("vanilla", "lsgan"), default=d.gan_mode)
-        parser.add_argument("--lambda-l1", type=float, default=d.lambda_l1,
-                            help=f"L1 weight (default {d.lambda_l1:g})")
-        parser.add_argument("--hole-weight", type=float, default=d.hole_weight,
-                            help="L1 weight of hole pixels relative to the rest, normalised to mean 1 (default 1 = "
-                                 "plain L1)")
 
     def check(self) -> None:
         o = self.opts
         unet_depth(self.cfg.size)  # UserError for sizes that are not a power of two >= 32
-        if o.ngf < 1 or o.ndf < 1 or o.n_layers_d < 1:
-            raise UserError("--ngf, --ndf and n_layers_d must be at least 1")
-        if o.lambda_l1 < 0 or o.hole_weight <= 0:
-            raise UserError("--hole-weight must be positive and --lambda-l1 non-negative")
-        if o.gan_mode not in ("vanilla", "lsgan"):
-            raise UserError(f"--gan-mode {o.gan_mode!r}; choose vanilla or lsgan")
         if o.dropout and dropout_layers(self.cfg.size) < 3:
             print(f"warning: pix2pix at --size {self.cfg.size} has {dropout_layers(self.cfg.size)} dropout layer(s) "
                   "(the reference's unet_256 has 3): its generator sees less noise", file=sys.stderr)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ...util.errors import UserError
+from ...util.options import option
 from ..predictor import Predictor
 from .nets import scheduler_kwargs
 
@@ -45,10 +46,15 @@ MIN_DIFFUSERS = "0.33.0"
 
 @dataclass
 class RePaintSettings:
-    repaint_steps: int = 250  # reverse steps, respaced from the training timesteps (paper: t_T 250)
-    jump_length: int = 10  # steps noised forward per resampling jump (paper: 10)
-    jump_n_sample: int = 10  # times each jump point is visited; 1 = no resampling (paper: 10)
-    eta: float = 1.0  # noise of the reverse step: 1 = DDPM-like as the paper samples, 0 = DDIM (deterministic)
+    # respaced from the training timesteps (paper: t_T 250)
+    repaint_steps: int = option(250, "repaint: reverse diffusion steps (the paper's 250)", minimum=1)
+    jump_length: int = option(10, "repaint: steps noised forward per resampling jump (paper: 10)",
+                              flag="--repaint-jump-length", minimum=1)
+    jump_n_sample: int = option(10, "repaint: visits of each jump point, 1 = no resampling (paper: 10)",
+                                flag="--repaint-jump-n-sample", minimum=1)
+    # 0 makes the sampler deterministic (DDIM)
+    eta: float = option(1.0, "repaint: reverse-step noise, 1 = DDPM-like as the paper samples, 0 = DDIM",
+                        flag="--repaint-eta", minimum=0, maximum=1)
 
 
 def check_diffusers_version(version: str) -> None:
@@ -124,34 +130,17 @@ def repaint(unet: Callable[[torch.Tensor, int], torch.Tensor], scheduler, origin
 class RePaintPredictor(Predictor):
     networks = ("unet_ema",)  # the EMA weights (decay 0.9999), as DDPM and RePaint sample from
     Settings = RePaintSettings
+    deterministic = False  # x_T and every step's noise come from each image's seed
     tiny = {"repaint_steps": 10, "jump_length": 2, "jump_n_sample": 2}
-
-    @staticmethod
-    def add_arguments(group: argparse._ArgumentGroup) -> None:
-        d = RePaintSettings()
-        group.add_argument("--repaint-steps", dest="repaint_steps", type=int, default=d.repaint_steps,
-                           help=f"repaint: reverse diffusion steps (default {d.repaint_steps}, the paper's)")
-        group.add_argument("--jump-length", dest="jump_length", type=int, default=d.jump_length,
-                           help=f"repaint: steps noised forward per resampling jump (default {d.jump_length})")
-        group.add_argument("--jump-n-sample", dest="jump_n_sample", type=int, default=d.jump_n_sample,
-                           help=f"repaint: visits of each jump point, 1 = no resampling (default {d.jump_n_sample})")
-        group.add_argument("--repaint-eta", dest="eta", type=float, default=d.eta,
-                           help=f"repaint: reverse-step noise, 1 = DDPM-like, 0 = DDIM (default {d.eta:g})")
 
     def check(self) -> None:
         import diffusers
 
         check_diffusers_version(diffusers.__version__)
         s, train_timesteps = self.settings, int(self.config["train_timesteps"])
-        for flag, value in (("--repaint-steps", s.repaint_steps), ("--jump-length", s.jump_length),
-                            ("--jump-n-sample", s.jump_n_sample)):
-            if value < 1:
-                raise UserError(f"{flag} {value} must be at least 1")
         if s.repaint_steps > train_timesteps:
             raise UserError(f"--repaint-steps {s.repaint_steps} exceeds the {train_timesteps} timesteps this "
                             f"checkpoint was trained with; pass --repaint-steps {min(250, train_timesteps)} or fewer")
-        if not 0.0 <= s.eta <= 1.0:
-            raise UserError(f"--repaint-eta {s.eta:g} must be between 0 (DDIM) and 1 (DDPM-like)")
 
     def predict(self, images: torch.Tensor, masks: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
         from tqdm.auto import tqdm
@@ -172,8 +161,6 @@ class RePaintPredictor(Predictor):
             x0 = repaint(unet, scheduler, original, holes, generators, progress)
         return ((x0 + 1.0) / 2.0).clamp(0.0, 1.0)
 
-    def output_settings(self) -> dict[str, Any]:
-        s = self.settings
-        return {"repaint_steps": s.repaint_steps, "jump_length": s.jump_length, "jump_n_sample": s.jump_n_sample,
-                "eta": s.eta, "network": "unet_ema"}
+    def resolved_outputs(self) -> dict[str, Any]:
+        return {"network": "unet_ema"}
 

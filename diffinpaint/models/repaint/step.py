@@ -19,15 +19,15 @@ drawn on the CPU from torch's global RNG (the trainer seeds it per step), so a r
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...training.protocol import Batch, TrainableModel
+from ..trainable import Batch, TrainableModel
 from ...util.errors import UserError
+from ...util.options import option
 from .infer import RePaintSettings, make_scheduler, unet_evaluations
 from .nets import (BETA_SCHEDULES, attention_resolution, build_network, check_network_config, parse_channels,
                    scheduler_kwargs)
@@ -40,11 +40,16 @@ SAMPLE_STEPS = 50
 class RePaintOptions:
     # UNet widths per level, comma-separated; 64,128,256,256 = 25.3M parameters, the research notes' choice at 64 px
     # (use 64,64,128,128,256,256 at 256 px so the attention stays at 16 px)
-    block_channels: str = "64,128,256,256"
-    layers_per_block: int = 2  # ResNet blocks per level (diffusers example, DDPM paper: 2)
-    norm_groups: int = 32  # GroupNorm groups (diffusers and DDPM: 32); must divide every width
-    train_timesteps: int = 1000  # diffusion steps T (DDPM paper, RePaint's models: 1000)
-    beta_schedule: str = "linear"  # β from 1e-4 to 0.02 (DDPM paper, RePaint's CelebA-HQ model: linear)
+    block_channels: str = option("64,128,256,256", "UNet widths per level, comma-separated (at 256 px use "
+                                 "64,64,128,128,256,256)")
+    # diffusers example, DDPM paper: 2
+    layers_per_block: int = option(2, "ResNet blocks per UNet level", minimum=1)
+    # diffusers and DDPM: 32
+    norm_groups: int = option(32, "GroupNorm groups, dividing every width", minimum=1)
+    # DDPM paper, RePaint's models: 1000
+    train_timesteps: int = option(1000, "diffusion steps T", minimum=2)
+    # β from 1e-4 to 0.02 (DDPM paper, RePaint's CelebA-HQ model: linear)
+    beta_schedule: str = option("linear", "noise schedule", choices=BETA_SCHEDULES)
 
 
 def epsilon_loss(unet: nn.Module, noise_scheduler, x0: torch.Tensor, noise: torch.Tensor,
@@ -60,25 +65,14 @@ class RePaintTraining(TrainableModel):
     Options = RePaintOptions
     # 64 px as the research notes advise for a few thousand images; batch 16 and lr 1e-4 as the diffusers example;
     # 20,000 steps ≈ 100 epochs (the example's length) of 3,200 images at batch 16; constant LR (see the docstring)
-    defaults = {"size": 64, "steps": 20000, "batch_size": 16, "lr": 1e-4, "decay_start": 1.0, "holes": "none"}
+    defaults = {"size": 64, "steps": 250_000, "batch_size": 16, "lr": 1e-4, "decay_start": 1.0, "holes": "none"}
+    paper_note = ("diffusers' train_unconditional: batch 16, lr 1e-4, EMA 0.9999; 250,000 steps = the length of "
+                  "RePaint's CelebA-HQ DDPM (trained at 256 px on 4 GPUs; here 64 px by default)")
+    presets = {"quick": {"size": 32, "block_channels": "32,64", "norm_groups": 8, "batch_size": 8, "lr": 0.0005,
+                         "steps": 150, "sample_every": 150, "checkpoint_every": 150}}
     hole_choices = ("none",)
     ema = {"unet": 0.9999}  # DDPM and RePaint's CelebA-HQ model: EMA 0.9999
     tiny = {"size": 32, "block_channels": "8,16", "layers_per_block": 1, "norm_groups": 4, "batch_size": 2}
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        d = RePaintOptions()
-        parser.add_argument("--block-channels", dest="block_channels", default=d.block_channels,
-                            help=f"UNet widths per level, comma-separated (default {d.block_channels}; at 256 px "
-                                 "use 64,64,128,128,256,256)")
-        parser.add_argument("--layers-per-block", dest="layers_per_block", type=int, default=d.layers_per_block,
-                            help=f"ResNet blocks per UNet level (default {d.layers_per_block})")
-        parser.add_argument("--norm-groups", dest="norm_groups", type=int, default=d.norm_groups,
-                            help=f"GroupNorm groups, dividing every width (default {d.norm_groups})")
-        parser.add_argument("--train-timesteps", dest="train_timesteps", type=int, default=d.train_timesteps,
-                            help=f"diffusion steps T (default {d.train_timesteps})")
-        parser.add_argument("--beta-schedule", dest="beta_schedule", choices=BETA_SCHEDULES,
-                            default=d.beta_schedule, help=f"noise schedule (default {d.beta_schedule})")
 
     def flat_config(self) -> dict:
         """The flat config build_network and the schedulers read (what config.json holds)."""

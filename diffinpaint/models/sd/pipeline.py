@@ -34,6 +34,7 @@ from .prompts import PromptSet, load_prompt_set
 from ...util.imageops import resize_images, resize_masks
 from ..base import InpaintModel
 from ...util.errors import UserError
+from ...util.options import option, validate
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "sd15_inpainting"
@@ -58,36 +59,36 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 @dataclass
 class Settings:
-    # hub id or local pipeline folder; the default is the reference SD 1.5 inpainting checkpoint
-    sd_model: str = DEFAULT_MODEL
-    # prompt set name (prompts/<name>.toml shipped with the package) or path to a .toml file
-    prompt_set: str = "natural"
-    # denoising steps; 50 is the diffusers default and what the SD 1.5 inpainting model card uses
-    steps: int = 50
-    # classifier-free guidance scale; 7.5 is the diffusers / model card default
-    guidance: float = 7.5
+    sd_model: str = option(DEFAULT_MODEL, "inpainting checkpoint: hub id or local pipeline folder", metavar="ID|DIR")
+    prompt_set: str = option("natural", "prompt set: natural, natural-no-negative, animal, empty, or a .toml path",
+                             metavar="NAME|PATH")
+    # 50 is the diffusers default and what the SD 1.5 inpainting model card uses
+    steps: int = option(50, "denoising steps", minimum=1)
+    # 7.5 is the diffusers / model card default
+    guidance: float = option(7.5, "classifier-free guidance scale (<= 1 disables guidance)", minimum=0)
     # 1.0 = start from pure noise in the hole (the hole's pixels are never shown to the model anyway)
-    strength: float = 1.0
-    # None = the checkpoint's own scheduler (PNDM for SD 1.5 inpainting); else a key of SCHEDULERS
-    scheduler: str | None = None
+    strength: float = option(1.0, "noise strength in the hole, (0, 1]", above=0, maximum=1)
+    scheduler: str | None = option(None, "sampler (default: the checkpoint's own)", type=str,
+                                   choices=sorted(SCHEDULERS))
     # None = fp16 on CUDA, fp32 elsewhere (fp16 convolutions on CPU are slow or unsupported)
-    dtype: str | None = None
+    dtype: str | None = option(None, "weights/compute dtype (default fp16 on CUDA, fp32 on CPU)", type=str,
+                               choices=sorted(DTYPES))
     # "sdpa" = torch scaled_dot_product_attention (diffusers' default processor); "xformers" needs CUDA
-    attention: str = "sdpa"
+    attention: str = option("sdpa", "attention kernel", choices=("sdpa", "xformers"))
     # torch.compile the UNet (first batch pays the compile time; worth it for long runs on a GPU)
-    compile: bool = False
+    compile: bool = option(False, "torch.compile the UNet")
     # keep components on CPU and move each to the GPU only while it runs (saves memory, costs speed)
-    cpu_offload: bool = False
-    # "full" = resize the whole image to the model's resolution; "crop" = a square around each hole
-    region: str = "full"
+    cpu_offload: bool = option(False, "offload idle components to CPU (CUDA only)", outputs=False)
+    region: str = option("full", "full: resize the whole image; crop: inpaint a square around each hole, for large "
+                         "photos with small holes", choices=("full", "crop"))
     # None = the checkpoint's native size (UNet sample_size x VAE factor: 512 for SD 1.5/2, 1024 for SDXL)
-    resolution: int | None = None
-    # optional TAESD (AutoencoderTiny) hub id or folder replacing the VAE: much faster decode, lower quality
-    tiny_vae: str | None = None
-    # optional LCM-LoRA hub id or folder; switches to the LCM scheduler (use e.g. --steps 4 --guidance 1.5)
-    lcm_lora: str | None = None
-    # --region crop: context (pixels of the input) kept around each hole's bounding box on every side
-    crop_margin: int = 128
+    resolution: int | None = option(None, "model input size, a multiple of 8 (default: the checkpoint's, 512 SD "
+                                    "1.5/2, 1024 SDXL)", type=int, minimum=64)
+    tiny_vae: str | None = option(None, "TAESD (AutoencoderTiny) hub id or folder replacing the VAE: faster, lower "
+                                  "quality", type=str, metavar="ID|DIR")
+    lcm_lora: str | None = option(None, "LCM-LoRA weights + LCM scheduler for few-step sampling (use e.g. --steps 4 "
+                                  "--guidance 1.5; needs peft)", type=str, metavar="ID|DIR")
+    crop_margin: int = option(128, "--region crop: context pixels kept around each hole's bounding box", minimum=0)
 
 
 class StableDiffusionModel(InpaintModel):
@@ -127,29 +128,6 @@ class StableDiffusionModel(InpaintModel):
             raise UserError(f"--resolution {self.resolution}: must be a multiple of 8 (the VAE's downsampling)")
         self.pipe.set_progress_bar_config(disable=True)
 
-    # ------------------------------------------------------------------ CLI
-    @staticmethod
-    def add_arguments(parser) -> None:
-        d = Settings()
-        a = parser.add_argument
-        a("--sd-model", metavar="ID|DIR", help=f"inpainting checkpoint: hub id or local folder (default {d.sd_model})")
-        a("--prompt-set", metavar="NAME|PATH", help="prompt set: natural (default), animal, empty, or a .toml path")
-        a("--steps", type=int, help=f"denoising steps (default {d.steps})")
-        a("--guidance", type=float, help=f"classifier-free guidance scale (default {d.guidance})")
-        a("--strength", type=float, help=f"noise strength in the hole, (0, 1] (default {d.strength})")
-        a("--scheduler", choices=sorted(SCHEDULERS), help="sampler (default: the checkpoint's own)")
-        a("--dtype", choices=sorted(DTYPES), help="weights/compute dtype (default fp16 on CUDA, fp32 on CPU)")
-        a("--attention", choices=["sdpa", "xformers"], help="attention kernel (default sdpa)")
-        a("--compile", action="store_true", default=None, help="torch.compile the UNet")
-        a("--cpu-offload", action="store_true", default=None, help="offload idle components to CPU (CUDA only)")
-        a("--region", choices=["full", "crop"], help="full: resize the whole image (default); "
-          "crop: inpaint a square around each hole, for large photos with small holes")
-        a("--resolution", type=int, help="model input size (default: checkpoint's, 512 SD 1.5/2, 1024 SDXL)")
-        a("--crop-margin", type=int, help=f"--region crop: context pixels around each hole (default {d.crop_margin})")
-        a("--tiny-vae", metavar="ID|DIR", help="TAESD (AutoencoderTiny) replacing the VAE: faster, lower quality")
-        a("--lcm-lora", metavar="ID|DIR", help="LCM-LoRA weights + LCM scheduler for few-step sampling "
-          "(use e.g. --steps 4 --guidance 1.5; needs peft)")
-
     # ------------------------------------------------------------------ model surface
     def check_labels(self, labels: Sequence[str | None]) -> None:
         self.prompts.check_labels(labels)
@@ -158,35 +136,17 @@ class StableDiffusionModel(InpaintModel):
         prompt, negative = self.prompts.for_label(labels[index])
         return {"prompt": prompt, "negative_prompt": negative}
 
-    def output_settings(self) -> dict[str, Any]:
+    def resolved_outputs(self) -> dict[str, Any]:
+        """What the declared options resolved to: the checkpoint (and its weights' fingerprint), the prompt set's
+        texts, the scheduler class, dtype and resolution chosen for this device, library versions."""
         import diffusers
         import transformers
 
-        s = self.settings
-        out: dict[str, Any] = {
-            **self.checkpoint,
-            "pipeline": type(self.pipe).__name__,
-            "prompt_set": self.prompts.as_dict(),
-            "steps": s.steps,
-            "guidance": s.guidance,
-            "strength": s.strength,
-            "scheduler": s.scheduler or "checkpoint",
-            "scheduler_class": type(self.pipe.scheduler).__name__,
-            "dtype": self.dtype_name,
-            "attention": s.attention,
-            "compile": s.compile,
-            "resolution": self.resolution,
-            "region": s.region,
-            "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__,
-        }
-        if s.region == "crop":
-            out["crop_margin"] = s.crop_margin
-        if s.tiny_vae:
-            out["tiny_vae"] = s.tiny_vae
-        if s.lcm_lora:
-            out["lcm_lora"] = s.lcm_lora
-        return out  # no None values: config.toml cannot hold them
+        return {**self.checkpoint, "pipeline": type(self.pipe).__name__, "prompt_set": self.prompts.as_dict(),
+                "scheduler": self.settings.scheduler or "checkpoint",
+                "scheduler_class": type(self.pipe.scheduler).__name__, "dtype": self.dtype_name,
+                "resolution": self.resolution, "diffusers": diffusers.__version__,
+                "transformers": transformers.__version__}
 
     @torch.no_grad()
     def inpaint(self, images, masks, *, seeds, labels):
@@ -411,29 +371,15 @@ def _dtype_kwarg() -> str:
 
 
 def _check_settings(s: Settings, device: str) -> None:
+    """Types, choices and ranges come from the declaration; the rules between options and the device are here."""
+    validate(s)
     cuda = device.startswith("cuda")
-    if s.steps < 1:
-        raise UserError(f"--steps {s.steps}: must be at least 1")
-    if not 0 < s.strength <= 1:
-        raise UserError(f"--strength {s.strength}: must be in (0, 1]")
     if int(s.steps * s.strength) < 1:
         raise UserError(f"--steps {s.steps} x --strength {s.strength} leaves no denoising step; raise one of them")
-    if s.guidance < 0:
-        raise UserError(f"--guidance {s.guidance}: must be >= 0 (values <= 1 disable classifier-free guidance)")
-    if s.scheduler is not None and s.scheduler not in SCHEDULERS:
-        raise UserError(f"--scheduler {s.scheduler}: choose one of {', '.join(SCHEDULERS)}")
-    if s.dtype is not None and s.dtype not in DTYPES:
-        raise UserError(f"--dtype {s.dtype}: choose one of {', '.join(DTYPES)}")
     if s.dtype == "fp16" and not cuda:
         raise UserError(f"--dtype fp16 on {device}: half-precision convolutions need CUDA; use bf16 or fp32")
-    if s.region not in ("full", "crop"):
-        raise UserError(f"--region {s.region}: choose full or crop")
-    if s.crop_margin < 0:
-        raise UserError(f"--crop-margin {s.crop_margin}: must be >= 0")
-    if s.resolution is not None and (s.resolution < 64 or s.resolution % 8):
+    if s.resolution is not None and s.resolution % 8:
         raise UserError(f"--resolution {s.resolution}: must be a multiple of 8, at least 64")
-    if s.attention not in ("sdpa", "xformers"):
-        raise UserError(f"--attention {s.attention}: choose sdpa or xformers")
     if s.attention == "xformers":
         if not cuda:
             raise UserError(f"--attention xformers needs a CUDA device (got --device {device}); use sdpa")

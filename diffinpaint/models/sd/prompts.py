@@ -8,7 +8,7 @@ A prompt set is one small TOML file:
 
 `{label}` (the only placeholder) is replaced by the image's label: the dataset's first subfolder under
 images/. The sets shipped with the package live in the top-level prompts/ folder, installed as the package
-`diffinpaint.prompts` (pyproject's package-dir), so `--prompt-set natural` works from a wheel too.
+`diffinpaint.prompts` (setup.py's package_dir), so `--prompt-set natural` works from a wheel too.
 `--prompt-set` takes either such a name or a path to a .toml file.
 """
 from __future__ import annotations

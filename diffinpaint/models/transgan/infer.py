@@ -38,5 +38,5 @@ class TransGANPredictor(Predictor):
             outputs.append(generator(padded)[:chunk.shape[0]].float())
         return (torch.cat(outputs).clamp(-1.0, 1.0) + 1.0) / 2.0
 
-    def output_settings(self) -> dict[str, Any]:
+    def resolved_outputs(self) -> dict[str, Any]:
         return {"weights": "generator_ema"}

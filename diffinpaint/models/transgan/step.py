@@ -37,7 +37,6 @@ are 4× larger: batch 16 takes 296 ms and 24 GiB (bf16), so the default batch of
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -45,25 +44,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...training.protocol import Batch, TrainableModel
+from ..trainable import Batch, TrainableModel
 from ...util.errors import UserError
+from ...util.options import option
 from .nets import D_PATCH, G_PATCH, SIZES, build_network, count_parameters, generator_input, init_weights, parse_depth
 
 
 @dataclass
 class TransGANOptions:
-    dim: int = 1024  # generator width of stage 1 (reference gf_dim); stages 2 and 3 use dim/4 and dim/16
-    depth: str = "5,4,2"  # transformer blocks per generator stage (reference g_depth)
-    d_dim: int = 384  # discriminator width (reference df_dim): 3/4 of it at the fine scale, all at the coarse one
-    d_depth: int = 3  # discriminator blocks per scale (reference d_depth), plus one cls-token block
-    heads: int = 4  # attention heads in every block (reference: 4 in G and D)
-    lambda_l1: float = 100.0  # weight of the L1 reconstruction term (pix2pix's λ; not in TransGAN)
-    lambda_gp: float = 10.0  # gradient-penalty weight (WGAN-GP, reference 10/φ² with φ = 1)
-    drift: float = 1e-3  # weight of (E[D(real)])², keeps the critic's scores near 0 (reference 'wgangp-eps'); 0 = off
-    n_critic: int = 1  # critic updates per generator update, on the same batch (reference 4, on new batches)
-    grad_clip: float = 5.0  # gradient-norm clipping of G and D (reference 5); 0 = off
-    beta1: float = 0.0  # Adam β1 (reference 0)
-    beta2: float = 0.99  # Adam β2 (reference 0.99)
+    # reference gf_dim
+    dim: int = option(1024, "generator width of stage 1; stages 2, 3 use dim/4, dim/16", minimum=1)
+    depth: str = option("5,4,2", "transformer blocks per generator stage (reference g_depth)")
+    # 3/4 of it at the fine scale, all at the coarse one
+    d_dim: int = option(384, "discriminator width (reference df_dim)", minimum=1)
+    # plus one cls-token block
+    d_depth: int = option(3, "discriminator blocks per scale (reference d_depth)", minimum=1)
+    heads: int = option(4, "attention heads in every block (reference: 4 in G and D)", minimum=1)
+    # pix2pix's λ; not in TransGAN
+    lambda_l1: float = option(100.0, "weight of the L1 reconstruction term", minimum=0)
+    # WGAN-GP, reference 10/φ² with φ = 1
+    lambda_gp: float = option(10.0, "gradient-penalty weight", minimum=0)
+    # keeps the critic's scores near 0 (reference 'wgangp-eps')
+    drift: float = option(1e-3, "weight of the squared mean real score (0 = off)", minimum=0)
+    # reference 4, on new batches
+    n_critic: int = option(1, "critic updates per generator update, on the same batch (reference 4)", minimum=1)
+    grad_clip: float = option(5.0, "gradient-norm clipping of G and D (reference 5; 0 = off)", minimum=0)
+    beta1: float = option(0.0, "Adam beta1 (reference 0)", minimum=0, maximum=0.999)
+    beta2: float = option(0.99, "Adam beta2 (reference 0.99)", minimum=0, maximum=0.999)
 
 
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
@@ -83,35 +90,14 @@ class TransGANTraining(TrainableModel):
     Options = TransGANOptions
     # 32 px (the reference's CIFAR configuration); batch 64 = the reference's critic batch; 20k steps ≈ 1.3M images
     # (the reference runs 500k iterations from scratch, without an L1 anchor); LR constant as in the reference
-    defaults = {"size": 32, "steps": 20000, "batch_size": 64, "lr": 1e-4, "decay_start": 1.0, "holes": "box"}
+    defaults = {"size": 32, "steps": 500_000, "batch_size": 64, "lr": 1e-4, "decay_start": 1.0, "holes": "box"}
+    paper_note = ("the TransGAN reference's CIFAR-10 run: Adam 1e-4 (0, 0.99), D batch 64, 500,000 iterations at "
+                  "32 px (its G batch of 128 and 4 critic steps on new batches are not reproduced)")
+    presets = {"quick": {"size": 32, "dim": 64, "depth": "1,1,1", "d_dim": 64, "d_depth": 1, "batch_size": 8,
+                         "holes": "box", "steps": 150, "sample_every": 150, "checkpoint_every": 150}}
     hole_choices = ("dataset", "box", "thin", "medium", "thick")
     ema = {"generator": 0.999}
     tiny = {"size": 32, "dim": 64, "depth": "1,1,1", "d_dim": 64, "d_depth": 1, "batch_size": 2}
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        d = TransGANOptions()
-        parser.add_argument("--dim", type=int, default=d.dim,
-                            help=f"generator width of stage 1; stages 2, 3 use dim/4, dim/16 (default {d.dim})")
-        parser.add_argument("--depth", default=d.depth, help=f"blocks per generator stage (default {d.depth})")
-        parser.add_argument("--d-dim", dest="d_dim", type=int, default=d.d_dim,
-                            help=f"discriminator width (default {d.d_dim})")
-        parser.add_argument("--d-depth", dest="d_depth", type=int, default=d.d_depth,
-                            help=f"discriminator blocks per scale (default {d.d_depth})")
-        parser.add_argument("--heads", type=int, default=d.heads, help=f"attention heads (default {d.heads})")
-        parser.add_argument("--lambda-l1", dest="lambda_l1", type=float, default=d.lambda_l1,
-                            help=f"L1 weight (default {d.lambda_l1:g})")
-        parser.add_argument("--lambda-gp", dest="lambda_gp", type=float, default=d.lambda_gp,
-                            help=f"gradient-penalty weight (default {d.lambda_gp:g})")
-        parser.add_argument("--drift", type=float, default=d.drift,
-                            help=f"weight of the squared mean real score (default {d.drift:g}; 0 = off)")
-        parser.add_argument("--n-critic", dest="n_critic", type=int, default=d.n_critic,
-                            help=f"critic updates per generator update, same batch (default {d.n_critic}; "
-                                 "reference 4)")
-        parser.add_argument("--grad-clip", dest="grad_clip", type=float, default=d.grad_clip,
-                            help=f"gradient-norm clipping (default {d.grad_clip:g}; 0 = off)")
-        parser.add_argument("--beta1", type=float, default=d.beta1, help=f"Adam beta1 (default {d.beta1:g})")
-        parser.add_argument("--beta2", type=float, default=d.beta2, help=f"Adam beta2 (default {d.beta2:g})")
 
     def check(self) -> None:
         o, size = self.opts, self.cfg.size
@@ -123,20 +109,12 @@ class TransGANTraining(TrainableModel):
             depth = []
         if len(depth) != 3 or min(depth) < 1:
             raise UserError(f"--depth {o.depth!r} must be three positive block counts, e.g. 5,4,2")
-        if o.heads < 1 or o.d_depth < 1:
-            raise UserError("--heads and --d-depth must be at least 1 (defaults 4 and 3)")
         if o.dim < 16 * o.heads or o.dim % (16 * o.heads):
             raise UserError(f"--dim {o.dim} must be a multiple of 16 x --heads = {16 * o.heads} (stage widths dim, "
                             "dim/4, dim/16 must split into the heads), e.g. 1024 or 512")
         if o.d_dim < 4 * o.heads or o.d_dim % (4 * o.heads):
             raise UserError(f"--d-dim {o.d_dim} must be a multiple of 4 x --heads = {4 * o.heads} (its 3/4 and 1/4 "
                             "scales), e.g. 384")
-        if o.n_critic < 1:
-            raise UserError(f"--n-critic {o.n_critic} must be at least 1")
-        if min(o.lambda_l1, o.lambda_gp, o.drift, o.grad_clip) < 0:
-            raise UserError("--lambda-l1, --lambda-gp, --drift and --grad-clip must not be negative")
-        if not (0.0 <= o.beta1 < 1.0 and 0.0 <= o.beta2 < 1.0):
-            raise UserError("--beta1 and --beta2 must be in [0, 1) (defaults 0 and 0.99)")
 
     def _config(self) -> dict:
         return {**asdict(self.cfg), **asdict(self.opts)}

@@ -16,7 +16,6 @@ resumed run draws exactly what the uninterrupted run would have drawn.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -54,29 +53,29 @@ class TrainableModel:
     """
 
     name: ClassVar[str] = ""
-    # the model's own options: a dataclass with a comment on every default; written into config.json
+    # the model's own options: a dataclass of util.options `option(...)` fields (flag, help, range, whether it
+    # shapes the weights), declared once; flags, validation, config.json and --resume's comparison come from it
     Options: ClassVar[type] = type(None)
-    # this model's defaults for the shared options it cares about (size, lr, steps, batch_size, holes, decay_start)
+    # the paper's / reference's configuration for the shared options (size, lr, steps, batch_size, holes,
+    # decay_start): what `train NAME` trains with no options; say in paper_note what the step count corresponds to
     defaults: ClassVar[dict[str, Any]] = {}
+    paper_note: ClassVar[str] = ""
+    # other configurations, shared and own options (--preset NAME); "quick" = the small CPU one `make demo` uses
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
     # accepted --holes values. "dataset" = the dataset's own masks; "box", "thin", "medium", "thick" = the
     # toolkit's generators; "none" = no holes (unconditional models); any other name = the model's own
     # generator, drawn by `make_holes`
     hole_choices: ClassVar[tuple[str, ...]] = ("dataset", "box", "thin", "medium", "thick")
     # EMA copies the trainer keeps (diffusers' EMAModel): network name -> decay; saved as <name>_ema
     ema: ClassVar[dict[str, float]] = {}
-    # own options that only say where to find things (e.g. a weights file): free to change on --resume
-    run_only: ClassVar[tuple[str, ...]] = ()
     # options (shared and own) of a tiny configuration that trains in seconds on a CPU: the registry's contract
     # test and `eval/bench_train.py --quick` use it, so a registered model is tested without further code
     tiny: ClassVar[dict[str, Any]] = {}
 
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        """The model's own flags; each `dest` is a field of `Options`."""
-
     def check(self) -> None:
         """Raise UserError (one line: what and the fix) for options this model cannot train with, e.g. a --size
-        below the networks' minimum. Called before any work."""
+        below the networks' minimum (types and ranges are checked from the declarations before). Called before
+        any work."""
 
     def build_networks(self) -> dict[str, nn.Module]:
         """Required. Every network, initialised as the paper does. The trainer seeds torch with cfg.seed first,
