@@ -9,6 +9,9 @@ import torch
 from skimage.metrics import structural_similarity
 
 from diffinpaint.data import load_dataset
+from diffinpaint.evaluation.columns import PSNR_CAP_DB
+from diffinpaint.models import MODELS
+from diffinpaint.models.classical import TeleaModel
 from diffinpaint.evaluation.metrics import (BoxSSIM, MaskedRMSE, MaskedSSIM, box_squared_error, box_ssim, masked_rmse,
                                  masked_squared_error, masked_ssim)
 
@@ -214,7 +217,20 @@ def test_whole_image_ssim_and_psnr_match_skimage(demo_small):
         for i in range(len(gt)):
             assert abs(ssim[i].item() - structural_similarity(gt[i] / 255.0, out[i] / 255.0, **SK)) <= 1e-4
             assert psnr[i].item() == pytest.approx(peak_signal_noise_ratio(gt[i], out[i]), abs=1e-5)
-    assert image_psnr(to_tensor(gt[:1]), to_tensor(gt[:1]))[0].item() == float("inf")
+    # an exact copy (MSE 0, inf in skimage) and anything closer than half a grey level score exactly the cap
+    assert PSNR_CAP_DB == pytest.approx(20 * np.log10(255 / 0.5)) and round(PSNR_CAP_DB, 2) == 54.15
+    near = gt[:1].copy()
+    near[0, 0, 0, 0] ^= 1  # one value off by one: MSE (1/255)² / (64·64·3), about 101 dB uncapped
+    for p, t in [(gt[:1], gt[:1]), (near, gt[:1])]:
+        assert image_psnr(to_tensor(p), to_tensor(t))[0].item() == PSNR_CAP_DB  # float
+        assert image_psnr(torch.from_numpy(p).permute(0, 3, 1, 2),
+                          torch.from_numpy(t).permute(0, 3, 1, 2))[0].item() == PSNR_CAP_DB  # uint8
+    half = np.full((1, 8, 8, 3), 100, np.uint8)  # MSE just above (0.5/255)²: under the cap, as skimage says
+    off = half.copy()
+    off[0, :, :5] += 1  # 5/8 of the values off by one grey level: MSE (1/255)²·5/8 > (0.5/255)²
+    value = image_psnr(torch.from_numpy(off).permute(0, 3, 1, 2), torch.from_numpy(half).permute(0, 3, 1, 2))
+    assert value[0].item() == pytest.approx(peak_signal_noise_ratio(half, off), abs=1e-9)
+    assert value[0].item() < PSNR_CAP_DB
     gt, out = random_pair(3, 97, 130, seed=15)  # over 64 px: the shifted-adds filter
     ssim = image_ssim(to_tensor(out), to_tensor(gt))
     for i in range(3):
@@ -264,11 +280,12 @@ def test_lpips_matches_torchmetrics_on_the_same_weights(alexnet_file):
         reference.update(to_tensor(out[i : i + 1]), to_tensor(gt[i : i + 1]))
         worst = max(worst, abs(values[i].item() - reference.compute().item()))
     assert worst <= 1e-5 and values.min() > 0
-    # crops of several sizes in one call, each the same as alone; a 12 px side is stretched to 32 first
+    # crops of several sizes in one call, each the same as alone; a 12×33 crop is enlarged uniformly (aspect
+    # kept) until its shorter side is 32: 32×88
     boxes = [[(0, 0, 40, 40), (5, 10, 12, 33)], [(5, 20, 40, 40)]]
     crops = mine.crops(torch.from_numpy(out).permute(0, 3, 1, 2), torch.from_numpy(gt).permute(0, 3, 1, 2), boxes)
     x, y, w, h = boxes[0][1]
-    stretch = lambda a: torch.nn.functional.interpolate(to_tensor(a[None, y:y + h, x:x + w]), size=(33, 32),  # noqa
+    stretch = lambda a: torch.nn.functional.interpolate(to_tensor(a[None, y:y + h, x:x + w]), size=(88, 32),  # noqa
                                                          mode="bilinear", align_corners=False)
     reference.reset()
     reference.update(stretch(out[0]), stretch(gt[0]))
@@ -314,3 +331,58 @@ def test_ssims_do_not_depend_on_what_else_is_in_the_batch():
         alone = (box_ssim(p[i:i + 1], t[i:i + 1], boxes[i:i + 1]), box_hole_ssim(p[i:i + 1], t[i:i + 1], boxes[i:i + 1]),
                  image_ssim(p[i:i + 1], t[i:i + 1]).tolist())
         assert alone[0][0] == together[0][i] and alone[1][0] == together[1][i] and alone[2][0] == together[2][i]
+
+
+# ---------------------------------------------------------------------------------------------- PSNR cap in eval
+
+
+class CopyOrNoise(TeleaModel):
+    """The original itself for images of one label (exact copies, psnr_full infinite uncapped), seeded noise in
+    the other holes; seeded, so eval runs it once per seed."""
+
+    name = "copy_or_noise"
+    deterministic = False
+    copy_label: str | None = None
+
+    def inpaint(self, images, masks, *, seeds, labels):
+        noise = torch.stack([torch.rand(image.shape, generator=torch.Generator().manual_seed(seed))
+                             for image, seed in zip(images, seeds)])
+        copy = torch.tensor([label == CopyOrNoise.copy_label for label in labels]).view(-1, 1, 1, 1)
+        return torch.where(copy, images, noise)
+
+
+MODELS.update({"copy_or_noise": "test_metrics:CopyOrNoise"})
+
+
+def test_exact_copies_get_the_capped_psnr_and_are_counted_in_every_seed(demo_small, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from diffinpaint.cli import main
+
+    dataset = load_dataset(demo_small)
+    CopyOrNoise.copy_label = sorted({s.label for s in dataset.samples})[0]
+    copies = sum(s.label == CopyOrNoise.copy_label for s in dataset.samples)
+    assert 0 < copies < len(dataset.samples)
+    out = tmp_path / "ev"
+    assert main(["eval", "--data", str(demo_small), "--out", str(out), "--no-progress", "--no-fid", "--models",
+                 "copy_or_noise", "--seeds", "0,1"]) == 0
+    per_image = pd.read_csv(out / "per_image.csv")
+    copied = per_image["label"] == CopyOrNoise.copy_label
+    assert (per_image.loc[copied, "psnr_full"] == PSNR_CAP_DB).all()  # exact, through the CSV
+    assert (per_image.loc[~copied, "psnr_full"] < PSNR_CAP_DB).all()
+    summary = json.loads((out / "summary.json").read_text())[0]
+    assert summary["n_psnr_capped"] == 2 * copies  # both seeds' copies
+    # both seeds count (neither drops out as inf did): the mean over seeds of each seed's mean over images
+    per_seed = [per_image[per_image["seed"] == s]["psnr_full"].mean() for s in (0, 1)]
+    assert summary["psnr_full"] == pytest.approx(np.mean(per_seed), rel=1e-12)
+    assert summary["psnr_full_seed_sd"] == pytest.approx(np.std(per_seed, ddof=1), rel=1e-9)
+    csv_row = pd.read_csv(out / "summary.csv").iloc[0]
+    assert csv_row["n_psnr_capped"] == 2 * copies and csv_row["psnr_full"] == pytest.approx(summary["psnr_full"])
+    # the report shows the same value (its interval from the same capped per-image values) and the same count
+    from diffinpaint.evaluation.report import model_stats, read_eval_folder
+
+    page = (out / "report.html").read_text()
+    assert f"{summary['psnr_full']:.2f} " in page and f">{2 * copies} capped</span>" in page
+    assert model_stats(read_eval_folder(out), "copy_or_noise").values["psnr_full"] == pytest.approx(summary["psnr_full"])

@@ -31,11 +31,14 @@ class Column:
 COLUMNS = [
     Column("rmse", "hole", False, True, "rmse", "Kaggle photo reconstruction (RMSE over hole pixels)"),
     Column("ssim", "hole", True, True, "holes", "full-image SSIM map averaged over the hole"),
-    Column("ssim_crop", "hole", True, True, "holes", "SSIM of the hole crop alone (earlier definition)"),
-    Column("lpips", "hole", False, True, "holes", "LPIPS (AlexNet) of hole crops"),
+    Column("ssim_crop", "hole", True, True, "holes",
+           "SSIM of the hole crop alone (earlier definition; rectangular holes only)"),
+    Column("lpips", "hole", False, True, "holes",
+           "LPIPS (AlexNet) of hole crops; free-form: the spatial LPIPS map over hole pixels"),
     Column("fid", "hole", False, False, protocol="FID of hole crops (local FID)"),
     Column("kid", "hole", False, False, protocol="KID of hole crops"),
-    Column("psnr_full", "whole", True, True, "mean", "LaMa / MAT: PSNR of the composited image"),
+    Column("psnr_full", "whole", True, True, "mean",
+           "LaMa / MAT: PSNR of the composited image (capped at 54.15 dB, see n_psnr_capped)"),
     Column("ssim_full", "whole", True, True, "mean", "LaMa / MAT: SSIM of the composited image"),
     Column("lpips_full", "whole", False, True, "mean", "MAT (AlexNet LPIPS); LaMa uses VGG"),
     Column("fid_full", "whole", False, False, protocol="LaMa / CoModGAN / MAT: FID of composited images"),
@@ -46,6 +49,13 @@ COLUMNS = [
 BY_NAME = {c.name: c for c in COLUMNS}
 PER_IMAGE = [c.name for c in COLUMNS if c.per_image]
 SET_METRICS = [c.name for c in COLUMNS if not c.per_image]
+
+# psnr_full of an exact copy is infinite (MSE 0), which would turn a model's mean into inf and the summary into
+# null. Every PSNR is capped at that of an MSE of (0.5/255)²: an RMSE of half a uint8 grey level, below which the
+# 8-bit images cannot tell the output from the original. For data range 1 that is 20·log10(255/0.5) ≈ 54.15 dB.
+# Capped values are counted (`n_psnr_capped` in the summary, shown beside psnr_full in the report).
+PSNR_MIN_MSE = (0.5 / 255.0) ** 2
+PSNR_CAP_DB = 10.0 * math.log10(1.0 / PSNR_MIN_MSE)
 
 # LaMa's evaluator: ten equal bins of the hole's share of the image, np.linspace(0, 1, 11); an area of exactly
 # 1 goes in the last bin
@@ -101,6 +111,15 @@ def per_image_summary(rows: pd.DataFrame) -> dict[str, tuple[float | None, float
         per_seed = [aggregate(column, rows if seed is None else rows[rows["seed"] == seed]) for seed in seeds]
         out[column.name] = over_seeds(per_seed)
     return out
+
+
+def n_psnr_capped(rows: pd.DataFrame) -> int:
+    """How many per-image psnr_full values in `rows` sit at the cap (every seed's rows: an image capped in two
+    seeds counts twice)."""
+    if "psnr_full" not in rows:
+        return 0
+    values = pd.to_numeric(rows["psnr_full"], errors="coerce").to_numpy(dtype=np.float64)
+    return int(np.sum(values >= PSNR_CAP_DB))
 
 
 def per_bin_table(per_image: pd.DataFrame, models: list[str]) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""LPIPS (Zhang et al. 2018, AlexNet variant) for hole crops (`lpips`) and whole images (`lpips_full`).
+"""LPIPS (Zhang et al. 2018, AlexNet variant) for holes (`lpips`) and whole images (`lpips_full`).
 
 The network is torchmetrics' own LPIPS module (`_LPIPS`: AlexNet slices, LPIPS' scaling layer, unit-normalised
 features, the learned linear layers that torchmetrics ships in its package). Only the AlexNet backbone needs
@@ -6,9 +6,18 @@ weights from outside: `--lpips-weights FILE`, torchvision's ImageNet state dict 
 read with `torch.load(weights_only=True)` (plain tensors, no pickled code). Without a path the torch hub cache
 is tried, then torchvision's usual download; when neither works the lpips columns are reported missing.
 
-Inputs are [0, 1] images, mapped to [-1, 1] as LPIPS expects (torchmetrics' `normalize=True`). AlexNet's five
-stages need at least 31 px on a side; a hole crop with a side under `MIN_SIDE` is stretched to `MIN_SIDE` on
-that side (bilinear, prediction and ground truth alike) rather than dropped.
+Inputs are [0, 1] images, mapped to [-1, 1] as LPIPS expects (torchmetrics' `normalize=True`).
+
+Rectangular holes are scored on their crops. A free-form hole has no crop of its own (its bounding box is mostly
+known pixels), so it is scored on the whole image's spatial LPIPS map, as the LPIPS paper's `spatial=True` computes
+it: each layer's per-position distance (the learned linear layer over squared differences of unit-normalised
+features) upsampled bilinearly to the image and summed over layers; the map is averaged over the hole pixels.
+The same pass gives `lpips_full` (each layer's distances averaged over positions, summed), as torchmetrics does.
+
+AlexNet's five stages need at least 31 px on a side. An input whose shorter side is under `MIN_SIDE` is upsampled
+uniformly (bilinear, both sides by the same factor, so the aspect is kept) until that side is `MIN_SIDE`,
+prediction and ground truth alike; a square is enlarged exactly as before, a 12×40 crop (height × width) becomes
+32×107 (it used to be stretched on one axis only, to 32×40). The spatial map is upsampled back to the original size.
 """
 from __future__ import annotations
 
@@ -97,6 +106,41 @@ class LPIPS:
             out.append(self.net(p, t, normalize=True).reshape(-1).double().cpu())
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
+    def _layer_distances(self, p: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
+        """Per layer, the N×1×h×w distance at each position: torchmetrics' `_LPIPS.forward` up to its last step."""
+        from torchmetrics.functional.image.lpips import _normalize_tensor
+
+        net = self.net
+        outs_p = net.net(net.scaling_layer(2 * p - 1))
+        outs_t = net.net(net.scaling_layer(2 * t - 1))
+        return [lin((_normalize_tensor(fp) - _normalize_tensor(ft)) ** 2)
+                for lin, fp, ft in zip(net.lins, outs_p, outs_t)]
+
+    @torch.inference_mode()
+    def spatial(self, preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole images, one pass: (N LPIPS distances = `lpips_full`, N spatial-map means over each image's
+        hole pixels, `mask` N×1×H×W nonzero = hole; NaN for an image with no hole pixels or without a mask).
+
+        The map is LPIPS' `spatial=True` output: every layer's distances upsampled (bilinear, align_corners
+        False) to the image's H×W and summed over layers."""
+        out_full, out_hole = [], []
+        for k in range(0, len(preds), self.batch_size):
+            p = _unit(preds[k : k + self.batch_size]).to(self.device)
+            t = _unit(target[k : k + self.batch_size]).to(self.device)
+            size = tuple(p.shape[-2:])
+            layers = self._layer_distances(_at_least(p, MIN_SIDE), _at_least(t, MIN_SIDE))
+            out_full.append(sum(d.mean([2, 3], keepdim=True) for d in layers).reshape(-1).double().cpu())
+            if mask is None:
+                out_hole.append(torch.full((len(p),), float("nan"), dtype=torch.float64))
+                continue
+            smap = sum(F.interpolate(d, size=size, mode="bilinear", align_corners=False) for d in layers)
+            hole = (mask[k : k + self.batch_size, 0] != 0).to(self.device, torch.float64)
+            total = (smap[:, 0].double() * hole).sum(dim=(1, 2))
+            out_hole.append((total / hole.sum(dim=(1, 2))).cpu())  # 0/0 = NaN: no hole pixels
+        empty = torch.zeros(0, dtype=torch.float64)
+        return (torch.cat(out_full) if out_full else empty), (torch.cat(out_hole) if out_hole else empty)
+
     def crops(self, preds: torch.Tensor, target: torch.Tensor, boxes: Sequence[Sequence[tuple[int, int, int, int]]]
               ) -> list[list[float]]:
         """LPIPS of every (x, y, w, h) crop: one list per image; crops of one size go through in one batch."""
@@ -118,10 +162,13 @@ def _unit(images: torch.Tensor) -> torch.Tensor:
 
 
 def _at_least(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Upsampled uniformly (bilinear, aspect kept) so the shorter side is `side`; unchanged when it already is."""
     h, w = images.shape[-2:]
-    if h >= side and w >= side:
+    short = min(h, w)
+    if short >= side:
         return images
-    return F.interpolate(images, size=(max(h, side), max(w, side)), mode="bilinear", align_corners=False)
+    size = (max(side, round(h * side / short)), max(side, round(w * side / short)))
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
 
 
 __all__ = ["LPIPS", "LPIPSUnavailable", "MIN_SIDE", "WEIGHTS_NAME", "find_weights"]

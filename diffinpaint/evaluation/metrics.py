@@ -8,9 +8,11 @@ Hole only:
   seams count. Only the hole grown by the window radius (5 px, clipped to the image) is filtered: at every hole
   pixel that gives exactly the full map's value, for a fraction of the work.
 - ssim_crop: the earlier per-crop number, skimage SSIM of the hole crop alone (drops a 5-px ring inside the
-  hole and mirrors the fill at its edge); free-form masks: of the hole's bounding box (NaN when under 11 px).
+  hole and mirrors the fill at its edge); rectangular holes only (eval leaves it null for free-form masks, whose
+  only crop is the bounding box; `masked_ssim_crop` still computes that, NaN when under 11 px).
 Whole image (LaMa's protocol, on the composited output):
-- psnr_full: 10·log10(1 / MSE) over the whole image (skimage's peak_signal_noise_ratio, data_range 1).
+- psnr_full: 10·log10(1 / MSE) over the whole image (skimage's peak_signal_noise_ratio, data_range 1), capped at
+  PSNR_CAP_DB (an MSE of (0.5/255)², ≈ 54.15 dB) so an exact copy is a number, not inf.
 - ssim_full: skimage's structural_similarity of the whole image (same parameters): the mean of the map
   without its 5-px border.
 
@@ -32,6 +34,8 @@ from typing import Sequence
 
 import torch
 from torchmetrics import Metric
+
+from .columns import PSNR_CAP_DB
 
 SIGMA = 1.5
 TRUNCATE = 3.5  # skimage's value for gaussian_weights=True
@@ -326,13 +330,14 @@ def image_ssim(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def image_psnr(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """`psnr_full`: 10·log10(1 / MSE) over each whole image (N, float64; inf for an exact copy)."""
+    """`psnr_full`: 10·log10(1 / MSE) over each whole image (N, float64), at most PSNR_CAP_DB: an exact copy
+    (MSE 0) and anything closer than an RMSE of half a grey level get exactly PSNR_CAP_DB (columns.py says why)."""
     if preds.dtype == torch.uint8 and target.dtype == torch.uint8:
         diff = preds.to(torch.int32) - target.to(torch.int32)
         mse = (diff * diff).sum(dim=(1, 2, 3)).to(torch.float64) / (255.0**2 * preds[0].numel())
     else:
         mse = (preds.to(torch.float64) - target.to(torch.float64)).square().mean(dim=(1, 2, 3))
-    return (10.0 * torch.log10(1.0 / mse)).cpu()
+    return (10.0 * torch.log10(1.0 / mse)).clamp(max=PSNR_CAP_DB).cpu()
 
 
 class BoxSSIM(Metric):

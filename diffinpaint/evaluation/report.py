@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .columns import BIN_EDGES, BY_NAME, COLUMNS, N_BINS, PER_IMAGE, per_bin_table
+from .columns import BIN_EDGES, BY_NAME, COLUMNS, N_BINS, PER_IMAGE, PSNR_CAP_DB, per_bin_table
 from ..util.errors import UserError
 from ..util.files import atomic_write_text
 
@@ -513,7 +513,10 @@ def _missing_reason(entry: dict, name: str) -> tuple[str, str]:
         return "lpips", entry.get("lpips_note") or "AlexNet weights were not given (see the eval log)"
     if not BY_NAME[name].per_image:
         return "fid/kid", entry.get("fid_note") or "Inception weights were not given (see the eval log)"
-    return name, "no image had a value (e.g. ssim_crop of free-form holes under 11x11 pixels)"
+    if name == "ssim_crop":
+        return name, ("SSIM of the hole crop is defined for rectangular holes (masks.csv) only; a free-form hole's "
+                      "only crop is its bounding box, mostly known pixels (ssim covers free-form holes)")
+    return name, "no image had a value"
 
 
 def _value(table: pd.DataFrame, model: str, name: str) -> float | None:
@@ -534,6 +537,10 @@ def _cell(entry: dict, st: ModelStats | None, name: str, value: float | None, be
     sd = _number(entry.get(f"{name}_seed_sd"))
     if sd is not None:
         text += f' <span class="ci">seeds ± {_fmt(sd, digits)}</span>'
+    capped = _number(entry.get("n_psnr_capped")) if name == "psnr_full" else None
+    if capped:  # summary.json's count of per-image values at the cap (over every seed's rows)
+        text += (f' <span class="ci" title="per-image values at the cap, {PSNR_CAP_DB:.2f} dB (the PSNR of an MSE of '
+                 f'(0.5/255)²): exact copies">{int(capped)} capped</span>')
     return f'<td class="best">{text}</td>' if best else f"<td>{text}</td>"
 
 
