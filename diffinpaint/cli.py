@@ -129,8 +129,11 @@ def _run_parser(run: argparse.ArgumentParser, argv) -> None:
 
 
 def _eval_parser(evaluate: argparse.ArgumentParser, argv) -> None:
-    evaluate.add_argument("--models", required=True, help="comma-separated, e.g. sd,pix2pix,telea,ns; only the "
+    evaluate.add_argument("--models", help="comma-separated, e.g. sd,pix2pix,telea,ns (one variant each); only the "
                           "listed models' flags are accepted")
+    evaluate.add_argument("--config", metavar="STUDY", help="a study file of named variants ([[model]] tables: name, "
+                          "model, checkpoint, options) or a shipped study (no-text-study); model options given here "
+                          "apply where a variant does not set them")
     evaluate.add_argument("--runs", type=Path, default=None, help="where run folders go (default EVAL/runs)")
     evaluate.add_argument("--seeds", default=None, metavar="S1,S2,...",
                           help="run every model once per seed (runs/<model>/seed_<s>) and report the spread "
@@ -260,16 +263,24 @@ def _cmd_eval(args) -> int:
     from .models import given_options, model_class
     from .runner import process_state
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not models:
-        raise UserError("--models is empty; name at least one model, e.g. --models telea,ns")
-    for name in models:
-        model_class(name)  # unknown names: one line listing the registry
-    repeated = sorted({m for m in models if models.count(m) > 1})
-    if repeated:
-        raise UserError(f"--models {args.models}: {repeated[0]} is listed twice; name each model once")
-    typed = given_options(args, models)
-    variants = [Variant(name=m, model=m, options=typed[m]) for m in models]
+    if (args.models is None) == (args.config is None):
+        raise UserError("pass --models a,b (one variant per model) or --config STUDY (named variants), not both")
+    if args.config is not None:
+        from .evaluation.study import load_study
+
+        variants = load_study(args.config, args)
+    else:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        if not models:
+            raise UserError("--models is empty; name at least one model, e.g. --models telea,ns")
+        for name in models:
+            model_class(name)  # unknown names: one line listing the registry
+        repeated = sorted({m for m in models if models.count(m) > 1})
+        if repeated:
+            raise UserError(f"--models {args.models}: {repeated[0]} is listed twice; name each model once (a study "
+                            "file, --config, holds several variants of one model)")
+        typed = given_options(args, models)
+        variants = [Variant(name=m, model=m, options=typed[m]) for m in models]
     seeds = None
     if args.seeds is not None:
         seeds = parse_seeds(args.seeds)
