@@ -378,3 +378,26 @@ def test_render_check_catches_broken_images_and_console_errors(tmp_path, chromiu
     assert len(result.broken_images) == 2
     joined = "\n".join(result.errors)
     assert "console.error: boom" in joined and "undefined_fn" in joined and "http://192.0.2.1" in joined
+
+
+def test_paired_differences_use_the_summary_statistic_and_agree_in_sign(demo_small, tmp_path):
+    """The paired table compares the numbers the summary reports (pooled rmse, mean hole ssim, ...), so the sign of
+    every difference agrees with the summary; floors are marked."""
+    from diffinpaint.cli import main
+
+    out = tmp_path / "ev"
+    assert main(["eval", "--models", "grey,ring_mean,telea", "--data", str(demo_small), "--out", str(out),
+                 "--no-fid", "--no-progress"]) == 0
+    summary = {r["model"]: r for r in json.loads((out / "summary.json").read_text())}
+    assert summary["grey"]["floor"] and summary["ring_mean"]["floor"] and not summary["telea"]["floor"]
+    ev = report.read_eval_folder(out)
+    pairs = report.pairs_table(ev)
+    assert len(pairs) == 3
+    for p in pairs:
+        for name, d in p.diff.items():
+            expected = summary[p.a][name] - summary[p.b][name]
+            assert d == pytest.approx(expected, rel=1e-6, abs=1e-9), (p.a, p.b, name)
+            lo, hi = p.ci[name]
+            assert lo <= d <= hi
+    page = (out / "report.html").read_text()
+    assert "not corrected for multiplicity" in page and ">floor</span>" in page and "Floors (grey, ring_mean)" in page

@@ -9,7 +9,8 @@ The page reads top to bottom:
      way is better, the best value per column in bold; bootstrap 95% CIs for the per-image metrics, KID's
      spread over subsets, and with several seeds the spread across seeds
   3. the published protocol each column matches
-  4. paired differences between models on the images both scored (mean difference with CI, wins)
+  4. paired differences between models on the images both scored: the summary's own statistic for A and B on one
+     shared resample (CI), per-image wins, the number of comparisons (not corrected for multiplicity)
   5. per-label breakdown
   6. by hole area: LaMa's ten bins of the hole's share of the image, every metric against hole area per model
   7. distributions of per-image rmse and ssim (box + strip plot)
@@ -258,40 +259,96 @@ def model_stats(ev: EvalFolder, model: str) -> ModelStats | None:
 
 @dataclass
 class PairStats:
+    """A − B on the images both scored, per metric, with the summary's own statistic (pooled rmse, mean hole
+    ssim, mean lpips_full, ...) recomputed for both models on one shared resample of those images."""
+
     a: str
     b: str
     n: int
-    d_rmse: float  # mean over shared images of rmse_a - rmse_b (negative: a is better)
-    d_rmse_ci: tuple[float, float]
-    rmse_wins: tuple[int, int, int]  # a better, b better, tie
-    d_ssim: float  # mean of ssim_a - ssim_b (positive: a is better)
-    d_ssim_ci: tuple[float, float]
-    ssim_wins: tuple[int, int, int]
+    diff: dict[str, float]  # statistic(A) − statistic(B) on the shared images
+    ci: dict[str, tuple[float, float]]  # percentile bootstrap 95% interval of that difference
+    wins: dict[str, tuple[int, int, int]]  # images where A is better, B is better, tie (per-image values)
 
+    @property
+    def d_rmse(self) -> float:
+        return self.diff["rmse"]
 
-def _per_image_means(ev: EvalFolder, model: str) -> pd.DataFrame:
-    """rmse and ssim per image, averaged over the model's seeds."""
-    return ev.model_rows(model).groupby("image")[["rmse", "ssim"]].mean()
+    @property
+    def d_rmse_ci(self) -> tuple[float, float]:
+        return self.ci["rmse"]
+
+    @property
+    def rmse_wins(self) -> tuple[int, int, int]:
+        return self.wins["rmse"]
+
+    @property
+    def d_ssim(self) -> float:
+        return self.diff["ssim"]
+
+    @property
+    def d_ssim_ci(self) -> tuple[float, float]:
+        return self.ci["ssim"]
+
+    @property
+    def ssim_wins(self) -> tuple[int, int, int]:
+        return self.wins["ssim"]
 
 
 def pair_stats(ev: EvalFolder, a: str, b: str) -> PairStats | None:
-    joined = pd.merge(_per_image_means(ev, a), _per_image_means(ev, b), left_index=True, right_index=True,
-                      suffixes=("_a", "_b"))
-    joined = joined[np.isfinite(joined).all(axis=1)].sort_index()
-    if joined.empty:
+    """Every per-image metric both models have: the difference of their summary statistics on the shared images
+    (each model's seeds averaged as in the summary), its interval from ONE resample of images shared by both
+    models (the pairing is kept: a resampled image counts for A and B alike), and per-image wins."""
+    diff, cis, wins, n_shared = {}, {}, {}, 0
+    for name in PER_IMAGE:
+        found_a, found_b = _matrix_by_image(ev, a, name), _matrix_by_image(ev, b, name)
+        if found_a is None or found_b is None:
+            continue
+        (ta, wa), (tb, wb) = found_a, found_b
+        shared = ta.index.intersection(tb.index).sort_values()
+        if shared.empty:
+            continue
+        va, vb = ta.loc[shared].to_numpy(float).T, tb.loc[shared].to_numpy(float).T
+        weights_a, weights_b = wa.loc[shared].to_numpy(float), wb.loc[shared].to_numpy(float)
+        pooling = BY_NAME[name].pooling
+
+        def difference(idx, va=va, vb=vb, weights_a=weights_a, weights_b=weights_b, pooling=pooling):
+            return _statistic(va, weights_a, pooling, idx) - _statistic(vb, weights_b, pooling, idx)
+
+        everything = np.arange(len(shared))[None]
+        diff[name] = float(difference(everything)[0])
+        cis[name] = ci95(bootstrap(difference, len(shared)))
+        per_image = va.mean(axis=0) - vb.mean(axis=0)
+        better = per_image > 0 if BY_NAME[name].higher_is_better else per_image < 0
+        worse = per_image < 0 if BY_NAME[name].higher_is_better else per_image > 0
+        wins[name] = (int(better.sum()), int(worse.sum()), int((per_image == 0).sum()))
+        n_shared = max(n_shared, len(shared))
+    if "rmse" not in diff or "ssim" not in diff:
         return None
-    d_rmse = (joined["rmse_a"] - joined["rmse_b"]).to_numpy()
-    d_ssim = (joined["ssim_a"] - joined["ssim_b"]).to_numpy()
-    return PairStats(
-        a, b, len(joined),
-        float(d_rmse.mean()), mean_ci(d_rmse), (int((d_rmse < 0).sum()), int((d_rmse > 0).sum()), int((d_rmse == 0).sum())),
-        float(d_ssim.mean()), mean_ci(d_ssim), (int((d_ssim > 0).sum()), int((d_ssim < 0).sum()), int((d_ssim == 0).sum())),
-    )
+    return PairStats(a, b, n_shared, diff, cis, wins)
 
 
-def pairs_table(ev: EvalFolder) -> pd.DataFrame:
-    records = [vars(p) for i, a in enumerate(ev.models) for b in ev.models[i + 1:] if (p := pair_stats(ev, a, b))]
-    return pd.DataFrame.from_records(records)
+def _matrix_by_image(ev: EvalFolder, model: str, name: str):
+    """(images × seeds values, per-image weights) of one metric, indexed by image (finite in every seed)."""
+    rows = ev.model_rows(model)
+    if name not in rows or rows[name].isna().all():
+        return None
+    table = rows.pivot_table(index="image", columns="seed", values=name, aggfunc="first")
+    table = table[np.isfinite(table).all(axis=1)]
+    if table.empty:
+        return None
+    first = rows.drop_duplicates("image").set_index("image").loc[table.index]
+    pooling = BY_NAME[name].pooling
+    if pooling == "rmse" and ev.has_pixel_counts:
+        weights = first["n_hole_pixels"].astype(float)
+    elif pooling == "holes":
+        weights = first["n_holes"].astype(float).clip(lower=1.0)
+    else:
+        weights = pd.Series(1.0, index=table.index)
+    return table, weights
+
+
+def pairs_table(ev: EvalFolder) -> list[PairStats]:
+    return [p for i, a in enumerate(ev.models) for b in ev.models[i + 1:] if (p := pair_stats(ev, a, b))]
 
 
 def labels_table(ev: EvalFolder) -> pd.DataFrame:
@@ -575,6 +632,8 @@ def _summary_section(ev: EvalFolder, stats: dict[str, ModelStats]) -> list[str]:
     for m in ev.models:
         entry, st = by_model.get(m, {}), stats.get(m)
         flag = ' <span class="flag">in-sample</span>' if entry.get("in_sample") else ""
+        if entry.get("floor"):
+            flag += ' <span class="flag" title="not a method: what a fill that learnt nothing scores">floor</span>'
         seeds = _number(entry.get("n_seeds"))
         seed_text = f' <span class="ci">({int(seeds)} seeds)</span>' if seeds and seeds > 1 else ""
         if entry.get("deterministic") and len(ev.config.get("seeds", [])) > 1:
@@ -588,6 +647,12 @@ def _summary_section(ev: EvalFolder, stats: dict[str, ModelStats]) -> list[str]:
                    f"<td>{esc(entry.get('n_images', st.n_images if st else '–'))}</td>"
                    f"<td>{esc(entry.get('n_holes', '–'))}</td>{''.join(cells)}</tr>")
     out.append("</table>")
+    floors = [m for m in ev.models if by_model.get(m, {}).get("floor")]
+    if floors:
+        out.append(f'<p class="note">Floors ({esc(", ".join(floors))}): not methods but what a fill that learnt '
+                   "nothing about the image scores (grey: mid-grey holes; ring_mean: each hole the mean colour of "
+                   "a thin ring around it). A model that does not beat them on a metric has shown nothing that "
+                   "metric can see; RMSE in particular rewards blur.</p>")
     for what, reason in sorted(reasons):
         out.append(f'<p class="note">{esc(what)} missing: {esc(reason)}</p>')
     for entry in by_model.values():
@@ -608,19 +673,32 @@ def _protocol_section() -> list[str]:
 
 def _pairs_section(ev: EvalFolder) -> list[str]:
     pairs = pairs_table(ev)
-    if pairs.empty:
+    if not pairs:
         return []
+    metrics = [c for c in COLUMNS if c.per_image and any(c.name in p.diff for p in pairs)]
+    n_intervals = sum(len(p.diff) for p in pairs)
     out = ["<h2>Paired differences</h2>",
-           "<p>On the images both models scored (per-image values averaged over seeds): mean per-image "
-           "difference A − B with a bootstrap 95% interval (bold when it excludes 0), and how many images each "
-           "model wins. rmse: negative favours A; ssim: positive favours A.</p>",
-           "<table><tr><th class=l>A</th><th class=l>B</th><th>images</th><th>Δ rmse</th>"
-           "<th>rmse wins A / B / tie</th><th>Δ ssim</th><th>ssim wins A / B / tie</th></tr>"]
-    for p in pairs.itertuples():
-        out.append(
-            f"<tr><td class=l>{esc(p.a)}</td><td class=l>{esc(p.b)}</td><td>{p.n}</td>"
-            f"<td>{_fmt(p.d_rmse)} {_ci(p.d_rmse_ci, mark_zero=True)}</td><td>{' / '.join(map(str, p.rmse_wins))}</td>"
-            f"<td>{_fmt(p.d_ssim)} {_ci(p.d_ssim_ci, mark_zero=True)}</td><td>{' / '.join(map(str, p.ssim_wins))}</td></tr>")
+           "<p>A − B on the images both models scored, for each metric <em>the statistic the summary reports</em> "
+           "(rmse pooled over hole pixels, ssim / lpips averaged over holes, whole-image metrics averaged over "
+           "images; seeds averaged), so the sign agrees with the summary table. Brackets: percentile bootstrap 95% "
+           f"interval from one resample of the shared images used for both models ({N_RESAMPLES} resamples); bold "
+           "when it excludes 0. Under each: images where A / B is better / tie. "
+           f"<strong>{len(pairs)} comparisons, {n_intervals} intervals, not corrected for multiplicity</strong>: "
+           "with many of them, some intervals exclude 0 by chance (about 1 in 20 when there is no difference). "
+           "FID/KID/P-IDS are set metrics and have no paired per-image form here.</p>",
+           "<table><tr><th class=l>A</th><th class=l>B</th><th>images</th>"
+           + "".join(f"<th>Δ {c.name} {c.arrow}</th>" for c in metrics) + "</tr>"]
+    for p in pairs:
+        cells = []
+        for c in metrics:
+            if c.name not in p.diff:
+                cells.append("<td>–</td>")
+                continue
+            digits = DIGITS.get(c.name, 4)
+            wins = " / ".join(map(str, p.wins[c.name]))
+            cells.append(f"<td>{_fmt(p.diff[c.name], digits)} {_ci(p.ci[c.name], digits, mark_zero=True)}"
+                         f'<br><span class="ci">{wins}</span></td>')
+        out.append(f"<tr><td class=l>{esc(p.a)}</td><td class=l>{esc(p.b)}</td><td>{p.n}</td>{''.join(cells)}</tr>")
     out.append("</table>")
     return out
 

@@ -32,6 +32,8 @@ class InpaintModel:
     # True for models that optimise at test time (DCGAN's latent search): the runner then does not wrap
     # `inpaint` in torch.inference_mode(), which would forbid autograd
     needs_grad: bool = False
+    # True for the floors (grey, ring_mean): not methods but what "learnt nothing" scores; the report marks them
+    floor: bool = False
     # True for models whose output does not depend on the seed (classical, feed-forward GANs): eval --seeds runs
     # them once. Trained models set it per instance from their predictor.
     deterministic: bool = False
