@@ -89,6 +89,7 @@ class ModelPlan:
     run_dirs: list[Path]
     deterministic: bool
     training: TrainingSetCheck
+    floor: bool = False  # grey / ring_mean: marked in the summary and the report
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -167,7 +168,8 @@ def plan_models(dataset: Dataset, settings: EvalSettings, device: str, state, lo
                             f"delete that folder to redo {name}, or pass --runs with a new folder") from None
         finally:
             _free(model)
-        plans.append(ModelPlan(name, variant, model_seeds, run_dirs, deterministic, training))
+        plans.append(ModelPlan(name, variant, model_seeds, run_dirs, deterministic, training,
+                               floor=bool(getattr(model, "floor", False))))
     return plans
 
 
@@ -397,6 +399,7 @@ def summarise(plan: ModelPlan, rows: pd.DataFrame, set_scores: list[dict[str, An
     row["lpips_note"] = lpips_note
     row["n_seeds"], row["seeds"] = len(plan.seeds), ",".join(map(str, plan.seeds))
     row["deterministic"] = plan.deterministic  # run once whatever --seeds says
+    row["floor"] = plan.floor
     row.update(plan.training.summary_fields())
     return {k: _finite_or_none(v) for k, v in row.items()}
 
