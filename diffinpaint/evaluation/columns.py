@@ -38,8 +38,10 @@ COLUMNS = [
     Column("fid", "hole", False, False, protocol="FID of hole crops (local FID)"),
     Column("kid", "hole", False, False, protocol="KID of hole crops"),
     Column("psnr_full", "whole", True, True, "mean",
-           "LaMa / MAT: PSNR of the composited image (capped at 54.15 dB, see n_psnr_capped)"),
-    Column("ssim_full", "whole", True, True, "mean", "LaMa / MAT: SSIM of the composited image"),
+           "MAT: PSNR of the composited image (capped at 54.15 dB, see n_psnr_capped); LaMa reports no PSNR"),
+    Column("ssim_full", "whole", True, True, "mean",
+           "MAT: skimage-style SSIM of the composited image; NOT LaMa's (its pytorch-ssim zero-pads the border, "
+           "about 0.01 apart on the demo)"),
     Column("lpips_full", "whole", False, True, "mean", "MAT (AlexNet LPIPS); LaMa uses VGG"),
     Column("fid_full", "whole", False, False, protocol="LaMa / CoModGAN / MAT: FID of composited images"),
     Column("kid_full", "whole", False, False, protocol="KID of composited images"),

@@ -5,7 +5,7 @@
 
 The page reads top to bottom:
   1. a banner for every model scored on images it was trained on (in_sample), beside the numbers
-  2. summary per model in two groups, hole only and whole image (LaMa / CoModGAN protocol), arrows saying which
+  2. summary per model in two groups, hole only and whole image (each column naming the paper protocol it equals), arrows saying which
      way is better, the best value per column in bold; bootstrap 95% CIs for the per-image metrics, KID's
      spread over subsets, and with several seeds the spread across seeds
   3. the published protocol each column matches
@@ -626,7 +626,7 @@ def _summary_section(ev: EvalFolder, stats: dict[str, ModelStats]) -> list[str]:
                                 if multi_seed else "") + "</p>",
            '<table class="summary"><tr><th class=l rowspan=2>model</th><th rowspan=2>images</th><th rowspan=2>holes</th>'
            f'<th class="group" colspan={len(hole)}>hole only</th>'
-           f'<th class="group" colspan={len(whole)}>whole image (LaMa / CoModGAN protocol)</th></tr><tr>'
+           f'<th class="group" colspan={len(whole)}>whole image (the papers\' protocols: see "What each column is")</th></tr><tr>'
            + "".join(f'<th title="{esc(c.protocol)}">{c.name} {c.arrow}</th>' for c in hole + whole) + "</tr>"]
     reasons = set()
     for m in ev.models:
