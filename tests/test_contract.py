@@ -288,3 +288,21 @@ def test_deterministic_models_say_so(name, built):
     expected = {"pix2pix": True, "deepfill": True, "dmfn": True, "transgan": True, "dcgan": False,
                 "repaint": False, "telea": True, "ns": True, "grey": True, "ring_mean": True, "sd": False}
     assert model.deterministic == expected[name]
+
+
+@pytest.mark.parametrize("name", ["deepfill", "dmfn"])
+def test_train_defaults_are_the_papers_and_quick_is_the_demos(name, demo_medium, tmp_path, capsys):
+    """`train NAME` with no options trains the reference configuration (batch 16 for DeepFill v2 and DMFN);
+    --preset quick prints the small CPU configuration make demo uses; --dry-run says which is in force."""
+    base = ["train", name, "--dry-run", "--data", str(demo_medium), "--out", str(tmp_path / "never")]  # 18 images
+    extra = ["--no-perceptual"] if name == "dmfn" else []
+    assert main([*base, *extra]) == 0
+    text = capsys.readouterr().out
+    assert "  batch_size: 16\n" in text and "defaults in force: the paper's" in text
+    assert main([*base, *extra, "--preset", "quick"]) == 0
+    text = capsys.readouterr().out
+    quick = trainable_class(name).presets["quick"]
+    assert f"  batch_size: {quick['batch_size']}\n" in text and f"  size: {quick['size']}\n" in text
+    assert "defaults in force: --preset quick" in text
+    assert main([*base, *extra, "--preset", "quick", "--batch-size", "2"]) == 0  # typed options win
+    assert "  batch_size: 2\n" in capsys.readouterr().out
