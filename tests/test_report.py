@@ -202,7 +202,7 @@ def test_summary_lists_each_model_with_intervals_around_the_estimate(page, eval_
 def test_summary_has_hole_and_whole_image_groups_with_arrows_and_the_best_in_bold(page, eval_dir):
     text = page.read_text(encoding="utf-8")
     summary = {e["model"]: e for e in json.loads((eval_dir / "summary.json").read_text())}
-    assert ">hole only</th>" in text and ">whole image (LaMa / CoModGAN protocol)</th>" in text
+    assert ">hole only</th>" in text and ">whole image (the papers' protocols: see \"What each column is\")</th>" in text
     for header in ("rmse ↓", "ssim ↑", "ssim_crop ↑", "lpips ↓", "fid ↓", "psnr_full ↑", "ssim_full ↑",
                    "lpips_full ↓", "fid_full ↓", "pids ↑", "uids ↑"):
         assert f">{header}</th>" in text, header

@@ -60,21 +60,26 @@ class NavierStokesModel(_OpenCVInpaint):
     flag = cv2.INPAINT_NS
 
 
+class _Floor(InpaintModel):
+    """A floor: not a method, what a fill that learnt nothing about the image scores (the report marks it)."""
+
+    floor = True
+    deterministic = True
+
+    def __init__(self, settings=None, device: str = "cpu"):
+        self.settings = settings or self.Settings()
+
+
 @dataclass
 class GreySettings:
     pass
 
 
-class GreyFloor(InpaintModel):
-    """Floor: every hole pixel mid-grey (0.5), what a model that learnt nothing about the image would write."""
+class GreyFloor(_Floor):
+    """Every hole pixel mid-grey (0.5)."""
 
     name = "grey"
-    floor = True
     Settings = GreySettings
-    deterministic = True
-
-    def __init__(self, settings: GreySettings | None = None, device: str = "cpu"):
-        self.settings = settings or GreySettings()
 
     def inpaint(self, images, masks, *, seeds, labels):
         return torch.full_like(images, 0.5)
@@ -86,17 +91,12 @@ class RingMeanSettings:
                              minimum=1)
 
 
-class RingMeanFloor(InpaintModel):
-    """Floor: each connected hole filled flat with the mean colour of the known pixels within `ring_width` of it
-    (the whole image's known mean when a hole has no known pixel near it)."""
+class RingMeanFloor(_Floor):
+    """Each connected hole filled flat with the mean colour of the known pixels within `ring_width` of it (the
+    whole image's known mean when a hole has no known pixel near it)."""
 
     name = "ring_mean"
-    floor = True
     Settings = RingMeanSettings
-    deterministic = True
-
-    def __init__(self, settings: RingMeanSettings | None = None, device: str = "cpu"):
-        self.settings = settings or RingMeanSettings()
 
     def inpaint(self, images, masks, *, seeds, labels):
         width = self.settings.ring_width
