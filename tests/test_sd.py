@@ -105,9 +105,22 @@ def test_batch_size_does_not_change_the_fill(model256):
     assert diff.max() <= 2 and (diff > 0).mean() <= 0.01
 
 
+def _reference_inputs(images, masks, size, cell=8):
+    """The documented conditioning, re-implemented here independently of the model's helpers: photo resized
+    (bicubic, antialias), hole = model pixels whose bicubic footprint reads a hole pixel (hole widened by the kernel's
+    reach, area-resized, > 0), grown to whole 8x8 latent cells, painted grey after the resize."""
+    h, w = images.shape[-2:]
+    reach = [0 if a == b else int(np.ceil(2 * max(a / b, 1))) + 1 for a, b in zip((h, w), size)]
+    wide = F.max_pool2d(masks, (2 * reach[0] + 1, 2 * reach[1] + 1), stride=1, padding=tuple(reach))
+    hole = (F.interpolate(wide, size=size, mode="area") > 0).float()
+    hole = F.interpolate(F.max_pool2d(hole, cell), scale_factor=cell, mode="nearest")
+    photo = F.interpolate(images, size=size, mode="bicubic", antialias=True).clamp(0, 1)
+    return photo * (1 - hole) + 0.5 * hole, hole, photo
+
+
 def test_parity_with_a_direct_diffusers_call(model, tiny_folder):
     """The hole equals a plain StableDiffusionInpaintPipeline call after the documented resize and composite,
-    both re-implemented here independently of the model's helpers."""
+    both re-implemented here independently of the model's helpers. 300x200 keeps its aspect: 768x512."""
     from diffusers import StableDiffusionInpaintPipeline
 
     images, masks = make_inputs(2, 300, 200)
@@ -117,17 +130,84 @@ def test_parity_with_a_direct_diffusers_call(model, tiny_folder):
     pipe = StableDiffusionInpaintPipeline.from_pretrained(tiny_folder, safety_checker=None,
                                                           requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    blanked = images * (1 - masks) + 0.5 * masks  # the model never sees the hole's pixels
-    image_512 = F.interpolate(blanked, size=(512, 512), mode="bicubic", antialias=True).clamp(0, 1)
-    mask_512 = F.adaptive_max_pool2d(masks, (512, 512))  # any hole pixel under an output pixel -> hole
-    mask_512 = F.interpolate(F.max_pool2d(mask_512, 8), scale_factor=8, mode="nearest")  # whole latent cells
+    image_in, mask_in, _ = _reference_inputs(images, masks, (768, 512))
     prompt = load_prompt_set("natural")
-    out = pipe(prompt=[prompt.prompt] * 2, negative_prompt=[prompt.negative_prompt] * 2, image=image_512,
-               mask_image=mask_512, num_inference_steps=STEPS, guidance_scale=7.5, strength=1.0,
+    out = pipe(prompt=[prompt.prompt] * 2, negative_prompt=[prompt.negative_prompt] * 2, image=image_in,
+               mask_image=mask_in, height=768, width=512, num_inference_steps=STEPS, guidance_scale=7.5, strength=1.0,
                generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], output_type="pt").images
     back = F.interpolate(out.float(), size=(300, 200), mode="bicubic", antialias=True).clamp(0, 1)
     reference = composite(back, images, masks)
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+
+
+def _spy_calls(monkeypatch):
+    """Records the keyword arguments of every pipeline call the model makes (through families.call)."""
+    from diffinpaint.models.sd import families
+
+    calls, real = [], families.call
+
+    def spy(family, pipe, **kwargs):
+        calls.append(kwargs)
+        return real(family, pipe, **kwargs)
+
+    monkeypatch.setattr(families, "call", spy)
+    return calls
+
+
+@pytest.mark.parametrize("size, resolution", [((150, 230), 256), ((300, 200), 256), ((256, 384), 256),
+                                              ((64, 64), 64)])
+def test_known_pixels_seen_are_the_resized_photo_and_hold_nothing_of_the_hole(tiny_folder, monkeypatch, size,
+                                                                              resolution):
+    """No grey halo: every pixel outside the model's hole is the resized photo, bit for bit. No leak: the hole's own
+    pixels (what the model must predict) change nothing the pipeline is given."""
+    m = StableDiffusionModel(Settings(sd_model=tiny_folder, steps=1, resolution=resolution))
+    calls = _spy_calls(monkeypatch)
+    images, masks = make_inputs(1, *size)
+    m.inpaint(images, masks, seeds=[0], labels=[None])
+    seen, hole = calls[0]["images"], calls[0]["masks"]
+    expected_image, expected_hole, photo = _reference_inputs(images, masks, tuple(seen.shape[-2:]))
+    assert torch.equal(hole, expected_hole)
+    known = (hole == 0).expand_as(seen)
+    assert known.any() and torch.equal(seen[known], photo[known])  # the resized photo, no grey mixed in
+    assert (seen[~known] == 0.5).all()
+    torch.testing.assert_close(seen, expected_image, atol=0, rtol=0)
+    # the hole's content does not reach the pipeline
+    other = images.clone()
+    other[masks.expand_as(images) > 0] = torch.rand(int(masks.sum()) * 3)
+    m.inpaint(other, masks, seeds=[0], labels=[None])
+    assert torch.equal(calls[1]["images"], seen) and torch.equal(calls[1]["masks"], hole)
+
+
+def test_non_square_photo_keeps_its_aspect(tiny_folder, monkeypatch):
+    """A 256x384 photo is inpainted at 256x384 (--resolution 256: no resize at all) and at 512x768 by default; it
+    comes back 256x384 and, where the model's output is a smooth ramp, unsquashed."""
+    calls = _spy_calls(monkeypatch)
+    images, masks = make_inputs(1, 256, 384)
+    for resolution, expected in [(256, (256, 384)), (None, (512, 768))]:
+        m = StableDiffusionModel(Settings(sd_model=tiny_folder, steps=1, resolution=resolution))
+        out = m.inpaint(images, masks, seeds=[0], labels=[None])
+        assert out.shape == images.shape
+        assert tuple(calls[-1]["images"].shape[-2:]) == expected
+    # the pipeline output is resized back uniformly: a horizontal ramp from the model stays a ramp of the same slope
+    from diffinpaint.models.sd import families
+
+    ramp = torch.linspace(0, 1, 768).expand(1, 3, 512, 768).clone()
+    monkeypatch.setattr(families, "call", lambda *a, **k: ramp)
+    out = m.inpaint(images, masks, seeds=[0], labels=[None])
+    assert (out[0, :, 100, 40:300].diff(dim=-1) - 1 / 383).abs().max() < 2e-3
+
+
+def test_model_size_keeps_aspect_and_multiples():
+    from diffinpaint.models.sd import model_size
+
+    assert model_size(256, 384, 512, 8) == (512, 768)
+    assert model_size(384, 256, 256, 8) == (384, 256)
+    assert model_size(300, 200, 512, 8) == (768, 512)
+    assert model_size(1000, 777, 1024, 16) == (1312, 1024)  # 1318 -> 1312: each side a multiple of 16
+    assert model_size(500, 1000, 768, 64) == (768, 1536)
+    for h, w in [(37, 1000), (999, 1001), (64, 64)]:
+        H, W = model_size(h, w, 512, 16)
+        assert H % 16 == 0 and W % 16 == 0 and min(H, W) in (512, 496, 528) and abs(H / W - h / w) < 0.1 * h / w
 
 
 def test_empty_mask_returns_the_input(model256):
@@ -197,7 +277,8 @@ def test_prompt_sets_shipped_and_recorded(model):
     assert load_prompt_set("animal").for_label("cat")[0] == "Real image of a cat, no text"
     assert load_prompt_set("empty").for_label(None) == ("", "")
     fields = model.manifest_fields(0, [None])
-    assert fields == {"prompt": natural.prompt, "negative_prompt": natural.negative_prompt}
+    assert fields == {"prompt": natural.prompt, "negative_prompt": natural.negative_prompt,
+                      "negative_prompt_used": True, "family": "sd", "inpainting": "inpainting model"}
 
 
 def test_label_prompt_needs_labels(tiny_folder):
@@ -228,8 +309,8 @@ def test_prompt_set_errors_name_the_file(tmp_path, tiny_folder):
 
 # ---------------------------------------------------------------------------------------------- checkpoint errors
 def test_not_an_inpainting_unet_is_refused(tmp_path):
-    folder = save_tiny_pipeline(tmp_path / "txt2img", unet_in_channels=4)
-    with pytest.raises(ValueError, match="not an inpainting checkpoint.*4 input channels"):
+    folder = save_tiny_pipeline(tmp_path / "depth", unet_in_channels=5)  # e.g. a depth-to-image UNet
+    with pytest.raises(ValueError, match="not an inpainting checkpoint.*5 input channels"):
         StableDiffusionModel(Settings(sd_model=str(folder)))
 
 
@@ -317,7 +398,7 @@ def test_add_arguments_match_settings_fields():
     assert typed == {"sd_model": "x/y", "steps": 4, "compile": True, "scheduler": "dpm++", "region": "crop",
                      "prompt_set": "animal"}
     settings = build(Settings, typed)
-    assert settings.cpu_offload is False and settings.guidance == 7.5
+    assert settings.cpu_offload is False and settings.guidance is None  # None = the family's default
 
 
 def test_clip_tokenizer_matches_open_clip():
