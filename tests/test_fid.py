@@ -1,4 +1,6 @@
-"""FID/KID: the Fréchet distance against scipy, the whole feature pipeline against torch-fidelity + scipy."""
+"""FID/KID/P-IDS: the Fréchet distance against scipy, paired KID's bias, the bootstrap's resampled statistics against
+the same statistics on explicitly repeated rows, and eval's feature pipeline against torch-fidelity's extractor +
+scipy (tests/test_fid_parity.py holds eval to torch_fidelity.calculate_metrics itself)."""
 from __future__ import annotations
 
 import pickle
@@ -12,7 +14,7 @@ from PIL import Image
 from diffinpaint.evaluation import fid as fidlib
 from diffinpaint.cli import main
 from diffinpaint.data import load_dataset
-from fid_weights import write_random_inception_weights
+from test_fid_parity import calibrated_inception_weights
 
 
 def scipy_frechet(f1: np.ndarray, f2: np.ndarray) -> float:
@@ -40,18 +42,146 @@ def test_kid_subsets_hold_half_the_set_so_their_spread_is_real():
     rng = np.random.default_rng(1)
     a, b = torch.from_numpy(rng.normal(0, 1, (40, 16))), torch.from_numpy(rng.normal(0.3, 1, (40, 16)))
     assert fidlib.kid_subset_size(40) == 20 and fidlib.kid_subset_size(5000) == 1000
+    assert fidlib.kid_subset_size(40, largest_group=3) == 19
+    assert fidlib.kid_subset_size(6, largest_group=2) == 0  # a side could hold both crops of one image only
+    with pytest.raises(ValueError, match="at least 4"):
+        fidlib.kernel_inception_distance(a[:6], b[:6], groups=np.repeat(np.arange(3), 2))
     _, std = fidlib.kernel_inception_distance(a, b)
     assert std > 1e-3
     with pytest.raises(ValueError, match="at least 4"):
         fidlib.kernel_inception_distance(a[:3], b[:3])
+    with pytest.raises(ValueError, match="one fake row per real row"):
+        fidlib.kernel_inception_distance(a, b[:30])
 
 
-def test_kid_is_near_zero_for_the_same_distribution_and_positive_for_a_shift():
+def _paired(n=400, dim=32, noise=0.05, seed=0):
+    """Features of n originals and of near-copies (an inpainting that barely changed them): row i = image i."""
+    rng = np.random.default_rng(seed)
+    real = rng.normal(0, 1, (n, dim))
+    return real, real + rng.normal(0, noise, (n, dim))
+
+
+def test_paired_kid_of_near_copies_is_zero_within_its_spread():
+    """Each subset draws its real and fake side from disjoint images, so no image meets its own near-copy in the
+    cross term: KID sits at 0. Independent draws from each side (torch-fidelity's, for unpaired sets) let those pairs
+    in and push KID far below 0; that is what the disjoint draw fixes."""
+    real, fake = _paired()
+    kid, std = fidlib.kernel_inception_distance(real, fake)
+    assert abs(kid) <= 3 * std and std > 0
+    unpaired_kid, unpaired_std = fidlib.kernel_inception_distance(real, fake, paired=False)
+    assert unpaired_kid < -3 * unpaired_std
+
+
+def test_kid_of_unpaired_sets_from_one_distribution_is_zero_within_its_spread():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0, 1, (400, 32)), rng.normal(0, 1, (400, 32))
+    for paired in (True, False):
+        kid, std = fidlib.kernel_inception_distance(a, b, paired=paired)
+        assert abs(kid) <= 3 * std
+
+
+def test_kid_is_clearly_positive_for_different_distributions():
     rng = np.random.default_rng(0)
     a, b = rng.normal(0, 1, (300, 16)), rng.normal(0, 1, (300, 16))
     same, _ = fidlib.kernel_inception_distance(torch.from_numpy(a), torch.from_numpy(b), subset_size=100)
-    shifted, _ = fidlib.kernel_inception_distance(torch.from_numpy(a), torch.from_numpy(b + 1), subset_size=100)
-    assert abs(same) < 0.05 < shifted
+    shifted, std = fidlib.kernel_inception_distance(torch.from_numpy(a), torch.from_numpy(b + 1), subset_size=100)
+    assert abs(same) < 0.05 < shifted and shifted > 10 * std
+
+
+def test_kid_subsets_never_split_an_image_between_the_two_sides():
+    groups = np.repeat(np.arange(30), [1, 2, 3] * 10)  # 60 crops of 30 images, 1-3 crops each
+    size = fidlib.kid_subset_size(len(groups), largest_group=3)
+    rng = np.random.RandomState(0)
+    for _ in range(50):
+        real, fake = fidlib._disjoint_split(rng, len(groups), size, groups)
+        assert len(real) == len(fake) == size
+        assert not set(groups[real]) & set(groups[fake])
+
+
+def _brute_paired_u_statistic(real, fake, counts, groups):
+    """The mean over ordered pairs of rows from different images of the repeated set of
+    h = k(r_i,r_j) + k(f_i,f_j) - k(r_i,f_j) - k(r_j,f_i)."""
+    idx = np.repeat(np.arange(len(real)), counts)
+    r, f, g = real[idx], fake[idx], groups[idx]
+    k = lambda x, y: (x @ y.T / x.shape[1] + 1) ** 3  # noqa: E731
+    h = k(r, r) + k(f, f) - k(r, f) - k(r, f).T
+    other = g[:, None] != g[None, :]
+    return h[other].mean()
+
+
+def test_resampled_kid_is_the_u_statistic_of_the_repeated_rows():
+    real, fake = _paired(n=40, dim=8, noise=0.5)
+    groups = np.repeat(np.arange(20), 2)
+    counts = fidlib.bootstrap_counts(20, 3)[:, groups]
+    mine = fidlib.kid_resampled(real, fake, counts, groups, block=7)
+    for row, value in zip(counts, mine):
+        assert value == pytest.approx(_brute_paired_u_statistic(real, fake, row, groups), rel=1e-10)
+    # and on all rows it is what the subset average estimates
+    everything = fidlib.kid_resampled(real, fake + 0.3, np.ones((1, 40)), groups)[0]
+    kid, std = fidlib.kernel_inception_distance(real, fake + 0.3, groups=groups, subsets=2000)
+    assert everything == pytest.approx(kid, abs=4 * std / 2000**0.5)
+
+
+@pytest.mark.parametrize("n,dim", [(30, 64), (200, 16)])  # Gram route (rows < dim) and covariance route
+def test_weighted_frechet_distance_is_fid_of_the_repeated_rows(n, dim):
+    rng = np.random.default_rng(n)
+    a = rng.normal(0, 1, (n, dim))
+    b = rng.normal(0.3, 1.2, (n, dim))
+    for counts in fidlib.bootstrap_counts(n, 3):
+        idx = np.repeat(np.arange(n), counts)
+        mine = fidlib.weighted_frechet_distance(torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(counts))
+        assert mine == pytest.approx(fidlib.frechet_distance(torch.from_numpy(a[idx]), torch.from_numpy(b[idx])),
+                                     rel=1e-8)
+
+
+def test_weighted_ids_is_ids_of_the_repeated_rows():
+    rng = np.random.default_rng(4)
+    real = rng.normal(0, 1, (60, 6))
+    fake = real + rng.normal(0.4, 1, (60, 6))
+    counts = fidlib.bootstrap_counts(60, 1)[0]
+    idx = np.repeat(np.arange(60), counts)
+    weighted = fidlib.inception_discriminative_scores(torch.from_numpy(real), torch.from_numpy(fake), counts)
+    repeated = fidlib.inception_discriminative_scores(torch.from_numpy(real[idx]), torch.from_numpy(fake[idx]))
+    assert weighted[:2] == pytest.approx(repeated[:2], abs=1e-9)
+
+
+def test_bootstrap_draws_are_the_reports():
+    from diffinpaint.evaluation.report import bootstrap
+
+    counts = fidlib.bootstrap_counts(7, 300)
+    drawn = bootstrap(lambda idx: np.stack([np.bincount(i, minlength=7) for i in idx]), 7, n_resamples=300)
+    assert (counts == drawn).all()
+
+
+def test_set_metric_intervals_resample_images_with_their_crops():
+    rng = np.random.default_rng(5)
+    n = 60
+    real_whole = rng.normal(0, 1, (n, 24))
+    fake_whole = real_whole + rng.normal(0.5, 1, (n, 24))
+    crop_image = np.repeat(np.arange(n), 2)
+    real_crops = rng.normal(0, 1, (2 * n, 24))
+    fake_crops = real_crops + rng.normal(0.5, 1, (2 * n, 24))
+    estimates = {"kid": fidlib.kernel_inception_distance(real_crops, fake_crops, groups=crop_image)[0],
+                 "kid_full": fidlib.kernel_inception_distance(real_whole, fake_whole)[0],
+                 "fid": fidlib.frechet_distance(torch.from_numpy(fake_crops), torch.from_numpy(real_crops)),
+                 "fid_full": fidlib.frechet_distance(torch.from_numpy(fake_whole), torch.from_numpy(real_whole))}
+    ci = fidlib.set_metric_intervals(real_whole, fake_whole, real_crops, fake_crops, crop_image,
+                                     estimates=estimates, n_resamples=100, n_resamples_ids=10)
+    assert set(ci) == set(fidlib.CI_METRICS)
+    for name in ("kid", "kid_full"):  # centred on the reported subset average
+        assert ci[name][0] < estimates[name] < ci[name][1]
+    for name in ("fid", "fid_full"):  # resamples hold ~63% distinct images, so FID's bias pushes them up
+        assert ci[name][0] < ci[name][1] and ci[name][1] > estimates[name]
+    assert 0 <= ci["pids"][0] <= ci["pids"][1] <= 1 and 0 <= ci["uids"][0] <= ci["uids"][1] <= 1
+    few = fidlib.set_metric_intervals(real_whole, fake_whole, real_crops, fake_crops, crop_image,
+                                      metrics=["fid_full", "pids", "uids"], n_resamples=5, ids_max_images=10)
+    assert set(few) == {"fid_full", "pids", "uids"} and few["pids"] is None and few["uids"] is None
+
+
+def test_cache_key_names_the_protocol(monkeypatch):
+    key = fidlib.feature_cache_key("w", "d")
+    monkeypatch.setattr(fidlib, "PROTOCOL", "clean-fid")
+    assert fidlib.feature_cache_key("w", "d") != key
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +195,7 @@ def fid_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    return write_random_inception_weights(tmp_path_factory.mktemp("w") / fidlib.WEIGHTS_NAMES[0])
+    return calibrated_inception_weights(tmp_path_factory.mktemp("w") / fidlib.WEIGHTS_NAMES[0])
 
 
 def test_weights_are_read_without_unpickling_objects(tmp_path):
@@ -88,7 +218,8 @@ def test_wrong_state_dict_is_refused_with_the_fix(tmp_path):
 
 
 def test_project_fid_equals_torch_fidelity_features_plus_scipy(fid_data, weights, tmp_path):
-    """Same weights file and crops: eval's FID = torch-fidelity's own extractor + the scipy formula."""
+    """Same weights file and crops: eval's FID = torch-fidelity's own extractor (uint8 at the crop's own size) + the
+    scipy formula; every set metric has its bootstrap interval; the ground truth's features are cached once."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     out = tmp_path / "ev"
@@ -108,8 +239,7 @@ def test_project_fid_equals_torch_fidelity_features_plus_scipy(fid_data, weights
         for s in dataset.samples:
             image = load(s)
             for x, y, w, h in [(0, 0, s.width, s.height)] if whole else s.boxes:
-                crop = Image.fromarray(image[y : y + h, x : x + w]).resize((299, 299), Image.BICUBIC)
-                crops.append(np.asarray(crop))
+                crops.append(image[y : y + h, x : x + w])  # all one size here, so one batch
         batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
         with torch.no_grad():
             return reference_net(batch)[0].double().numpy()
@@ -117,6 +247,7 @@ def test_project_fid_equals_torch_fidelity_features_plus_scipy(fid_data, weights
     real = features(lambda s: s.load_image())
     fake = features(lambda s: np.asarray(Image.open(out / "runs" / "telea" / "images" / s.output_relpath)))
     assert summary["n_fid_crops"] == len(fake) == len(dataset.samples)
+    assert summary["fid"] > 1 and summary["fid_full"] > 1  # informative features
     assert summary["fid"] == pytest.approx(scipy_frechet(fake, real), rel=1e-4, abs=1e-6)
     # whole images (LaMa's fid): the same pipeline on the composited output, no crop
     real_full = features(lambda s: s.load_image(), whole=True)
@@ -126,16 +257,28 @@ def test_project_fid_equals_torch_fidelity_features_plus_scipy(fid_data, weights
     assert summary["fid_full"] == pytest.approx(
         fidlib.frechet_distance(torch.from_numpy(fake_full), torch.from_numpy(real_full)), rel=1e-4, abs=1e-6)
     assert summary["kid"] is not None and np.isfinite(summary["kid"])
+    for name in fidlib.CI_METRICS:
+        low, high = summary[f"{name}_ci_low"], summary[f"{name}_ci_high"]
+        assert low <= high, name
+    assert summary["kid_ci_low"] <= summary["kid"] <= summary["kid_ci_high"]
+    header = (out / "summary.csv").read_text().splitlines()[0].split(",")
+    assert {"fid_ci_low", "fid_ci_high", "kid_full_ci_low", "uids_ci_high"} <= set(header)
     # the ground-truth features were cached once, under a key naming the weights
     assert len(list((tmp_path / "cache").glob("gt-*.safetensors"))) == 1
 
 
 def test_fid_batch_size_does_not_change_features(fid_data, weights):
+    """Images of several sizes in one call: grouped by size, batched, put back in order; batch size is float noise."""
     dataset = load_dataset(fid_data)
-    crops = [c for s in dataset.samples[:3] for c in fidlib.hole_crops(s.load_image(), s.boxes, None)]
-    one = fidlib.InceptionFeatures(weights, batch_size=1)(crops)
-    many = fidlib.InceptionFeatures(weights, batch_size=3)(crops)
+    images = [s.load_image() for s in dataset.samples[:3]]
+    mixed = [c for image, s in zip(images, dataset.samples) for c in [image, *fidlib.hole_crops(image, s.boxes, None)]]
+    mixed.append(images[0][:20, :31])
+    net = fidlib.InceptionFeatures(weights, batch_size=1)
+    one = net(mixed)
+    net.batch_size = 3
+    many = net(mixed)
     assert torch.allclose(one, many, rtol=1e-4, atol=1e-5)
+    assert torch.equal(net(mixed[-1:])[0], one[-1])  # alone, not mixed up with the others
 
 
 def test_without_weights_fid_is_missing_with_one_warning_and_the_rest_runs(demo_small, tmp_path, capsys):
