@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(Path(__file__).parent))  # eval/machine.py
 from machine import machine_info  # noqa: E402
-from diffinpaint.models.sd import Settings, StableDiffusionModel, build_random_pipeline  # noqa: E402
+from diffinpaint.models.sd import Settings, StableDiffusionModel, build_random_pipeline, conditioning  # noqa: E402
 
 FLOP_PER_IMAGE_50_STEPS = 84e12  # SD 1.5, 512x512, classifier-free guidance
 # dense (no sparsity) peak TFLOPS by GPU name substring and dtype; fp32 = plain FP32 (diffusers leaves TF32 off)
@@ -143,22 +143,23 @@ def main(argv=None) -> int:
     timer = UNetTimer(model.pipe.unet, sync)
     res = model.resolution
 
-    # 2. Inputs: the same tensors for both paths; the reference gets them resized the documented way
+    # 2. Inputs: the same tensors for both paths; the reference gets them prepared the documented way (aspect kept,
+    #    hole grey after the resize), not timed
     images, masks = inputs(args.batch, args.size)
     seeds = list(range(args.batch))
     labels = [None] * args.batch
     prompt, negative = model.prompts.for_label(None)
-    blanked = images * (1 - masks) + 0.5 * masks
-    image_res = F.interpolate(blanked, size=(res, res), mode="bicubic", antialias=True).clamp(0, 1)
-    mask_res = F.adaptive_max_pool2d(masks, (res, res))
+    size = model.model_size(args.size, args.size)
+    prepared = [conditioning(images[i], masks[i], size, model.cell) for i in range(args.batch)]
+    image_res, mask_res = torch.stack([x for x, _ in prepared]), torch.stack([m for _, m in prepared])
 
     def ours():
         return model.inpaint(images, masks, seeds=seeds, labels=labels)
 
     def reference():
         return model.pipe(prompt=[prompt] * args.batch, negative_prompt=[negative] * args.batch, image=image_res,
-                          mask_image=mask_res, height=res, width=res, num_inference_steps=args.steps,
-                          guidance_scale=settings.guidance, strength=settings.strength, output_type="pt",
+                          mask_image=mask_res, height=size[0], width=size[1], num_inference_steps=model.steps,
+                          guidance_scale=model.guidance, strength=model.strength, output_type="pt",
                           generator=[torch.Generator("cpu").manual_seed(s) for s in seeds]).images
 
     # 3. Measure

@@ -200,7 +200,7 @@ def parse_loras(text: str | None) -> list[tuple[str, float]]:
 
 
 def resolve_lora(ref: str) -> tuple[str, str, dict[str, Any]]:
-    """(folder, weight file name, record for config.toml) of one LoRA; safetensors only."""
+    """(folder, weight file name, record for config.toml: the file's sha256) of one LoRA; safetensors only."""
     path = Path(ref).expanduser()
     if path.is_file():
         if path.suffix != ".safetensors":
@@ -225,8 +225,8 @@ def resolve_lora(ref: str) -> tuple[str, str, dict[str, Any]]:
                 raise UserError(f"--lora {ref}: {'several' if found else 'no'} .safetensors files ({listed}); "
                                 "name one: --lora FOLDER/FILE.safetensors")
         path = folder / weight
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return str(path.parent), path.name, {"file": str(path), "sha256": digest}
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]  # what identifies it (a moved file resumes)
+    return str(path.parent), path.name, {"sha256": digest}
 
 
 def load_loras(pipe, loras: list[tuple[str, float]]) -> list[dict[str, Any]]:

@@ -192,11 +192,11 @@ class StableDiffusionModel(InpaintModel):
         f = self.family
         kandinsky = f.key == "kandinsky2.2"
         denoising = self.pipe.decoder_pipe if kandinsky else self.pipe
-        out = {**self.checkpoint, "family": f.key, "family_title": f.title,
+        out = {**self.checkpoint, "family": f.key,
                "pipeline": ("KandinskyV22PriorPipeline + KandinskyV22InpaintPipeline" if kandinsky
                             else type(self.pipe).__name__),
                "inpainting": "latent blending" if self.blending else "inpainting model",
-               "defaults_source": f.source, "prompt_set": self.prompts.as_dict(),
+               "prompt_set": self.prompts.as_dict(),
                "negative_prompt_used": self.negative_prompt_used, "steps": self.steps, "guidance": self.guidance,
                "strength": self.strength, "resolution": self.resolution, "size_multiple": self.multiple,
                "scheduler": self.settings.scheduler or ("lcm" if self.settings.lcm_lora else "checkpoint"),
@@ -404,7 +404,7 @@ def _check_device(s: Settings, device: str) -> None:
             try:
                 import peft  # noqa: F401
             except ImportError:
-                raise UserError(f"{flag} needs the peft package (pip install peft)") from None
+                raise UserError(f"{flag} needs the peft package (pip install 'diffinpaint[lora]')") from None
 
 
 def _check_family(s: Settings, f: Family) -> None:
