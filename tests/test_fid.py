@@ -14,7 +14,7 @@ from PIL import Image
 from diffinpaint.evaluation import fid as fidlib
 from diffinpaint.cli import main
 from diffinpaint.data import load_dataset
-from test_fid_parity import calibrated_inception_weights
+from fid_weights import calibrated_inception_weights
 
 
 def scipy_frechet(f1: np.ndarray, f2: np.ndarray) -> float:
