@@ -170,15 +170,10 @@ def direct(model: StableDiffusionModel, images, masks, prompt, negative, seeds):
     return pipe(**kwargs).images.float().cpu()
 
 
-def measure(family: str, args, batch: int, tmp: Path) -> dict:
+def measure(family: str, model: StableDiffusionModel, args, batch: int, build_s: float) -> dict:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    model = load_model(family, args, tmp)
-    build_s = time.perf_counter() - t
     size = model.model_size(args.resolution or model.resolution, args.resolution or model.resolution)
     g = torch.Generator().manual_seed(0)
     images = F.interpolate(torch.rand(batch, 3, 8, 8, generator=g), size=size, mode="bilinear", align_corners=False)
@@ -290,8 +285,11 @@ def main(argv=None) -> int:
                       f"{r['max_abs_diff_in_hole']:.1e}", file=sys.stderr)
     else:
         with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            model = load_model(families[0], args, Path(tmp))  # once: full-size models take a while to build
+            build_s = time.perf_counter() - t
             for batch in (int(b) for b in args.batch.split(",")):
-                record = measure(families[0], args, batch, Path(tmp))
+                record = measure(families[0], model, args, batch, build_s)
                 records.append(record)
                 print(f"{families[0]:13s} batch {batch}: ours {record['seconds_per_batch']['ours']:.3f} s, direct "
                       f"{record['seconds_per_batch']['direct']:.3f} s (wall); overhead {record['overhead']:+.1%} "
