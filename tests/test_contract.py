@@ -194,19 +194,21 @@ def test_dry_run_prints_every_network_and_its_parameter_count(name, demo_small, 
 # ------------------------------------------------------------------------------------------------ options
 
 
-def _another_value(o):
-    """A valid value other than the default, for an option declared with util.options."""
+def _another_value(o, current=None):
+    """A valid value other than `current` (default: the declared default), for an option declared with
+    util.options."""
+    current = o.default if current is None else current
     if o.type is bool:
-        return not o.default
+        return not current
     if o.choices:
-        return next(c for c in o.choices if c != o.default)
+        return next(c for c in o.choices if c != current)
     if o.type is int:
-        return (o.default or o.minimum or 1) + 1
+        return (current or o.minimum or 1) + 1
     if o.type is float:
         upper = o.maximum if o.maximum is not None else float("inf")
-        value = (o.default or 0.25) * 0.5
+        value = (current or 0.25) * 0.5
         return value if value <= upper else upper
-    return f"{o.default}-other"
+    return f"{current}-other"
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -233,7 +235,7 @@ def test_every_output_option_reaches_outputs_and_resume_refuses_a_change(name, b
         if o.name not in resolved:  # a resolved value (e.g. the prompt set's texts) stands for the option
             assert outputs[key] == toml_safe(getattr(model.settings, o.name)), (name, o.name)
         changed = dict(config)
-        changed["outputs"] = {**outputs, key: toml_safe(_another_value(o))}
+        changed["outputs"] = {**outputs, key: toml_safe(_another_value(o, getattr(model.settings, o.name)))}
         (tmp_path / "config.toml").write_text(tomli_w.dumps(changed))
         with pytest.raises(SettingsChanged, match=o.name):
             check_config(tmp_path, model, settings)
@@ -286,7 +288,8 @@ def test_deterministic_models_say_so(name, built):
     same = torch.equal(a[hole], b[hole])
     assert same == bool(model.deterministic), name
     expected = {"pix2pix": True, "deepfill": True, "dmfn": True, "transgan": True, "dcgan": False,
-                "repaint": False, "telea": True, "ns": True, "grey": True, "ring_mean": True, "sd": False}
+                "repaint": False, "telea": True, "ns": True, "grey": True, "ring_mean": True, "sd": False,
+                "exemplar": True, "patchmatch": True}
     assert model.deterministic == expected[name]
 
 
