@@ -148,6 +148,17 @@ def _eval_parser(evaluate: argparse.ArgumentParser, argv) -> None:
     evaluate.add_argument("--cache-dir", type=Path, default=None,
                           help="ground-truth feature cache (default ~/.cache/diffinpaint/features)")
     evaluate.add_argument("--no-report", action="store_true", help="skip report.html")
+    evaluate.add_argument("--no-text", action="store_true",
+                          help="skip text_rate (the OCR model reading every output and original; ~0.5 s per "
+                               "image on 2 CPU cores)")
+    evaluate.add_argument("--text-threshold", type=float, default=0.5, metavar="SCORE",
+                          help="OCR recognition score from which a string counts as text in a hole (default 0.5)")
+    evaluate.add_argument("--clip-model", default="ViT-B-32", metavar="ARCH[:TAG]",
+                          help="open_clip model for clip_i/clip_t (default ViT-B-32 = ViT-B-32:openai, OpenAI's "
+                               "ViT-B/32 as in the CLIPScore paper and torchmetrics)")
+    evaluate.add_argument("--clip-weights", type=Path, default=None,
+                          help="open_clip's open_clip_model.safetensors for --clip-model (default: the Hugging Face "
+                               "cache); without weights clip_i/clip_t are null")
     _add_run_options(evaluate)
 
 
@@ -290,7 +301,8 @@ def _cmd_eval(args) -> int:
     settings = EvalSettings(variants=variants, out=args.out, runs_dir=args.runs, fid=not args.no_fid,
                             fid_weights=args.fid_weights, lpips_weights=args.lpips_weights, cache_dir=args.cache_dir,
                             report=not args.no_report, seeds=seeds, allow_in_sample=args.allow_in_sample,
-                            run=_run_settings(args))
+                            text=not args.no_text, text_threshold=args.text_threshold, clip_model=args.clip_model,
+                            clip_weights=args.clip_weights, run=_run_settings(args))
     state = process_state(settings.run.device)
     summary = evaluate(dataset, settings, state=state)
     if state.is_main_process:

@@ -22,9 +22,12 @@ class Column:
     per_image: bool  # a per-image value exists (the others are set metrics: fid, kid, pids, uids)
     pooling: str = "mean"  # "rmse": sqrt of pixel-pooled MSE; "holes": mean over holes; "mean": over images
     protocol: str = ""  # the published protocol this column matches, for the report's header
+    reference: bool = False  # measured on the originals (text_rate_gt): no better or worse, never in bold
 
     @property
     def arrow(self) -> str:
+        if self.reference:
+            return "(originals)"
         return "↑" if self.higher_is_better else "↓"
 
 
@@ -47,9 +50,24 @@ COLUMNS = [
     Column("kid_full", "whole", False, False, protocol="KID of composited images"),
     Column("pids", "whole", True, False, protocol="CoModGAN / MAT: paired Inception discriminative score"),
     Column("uids", "whole", True, False, protocol="CoModGAN / MAT: unpaired Inception discriminative score"),
+    # text.py: share of holes where the OCR model (rapidocr's PP-OCR) reads text (score >= --text-threshold) with at
+    # least half of its detected box inside the hole; per image n_text_holes / n_holes, pooled over holes
+    Column("text_rate", "hole", False, True, "holes",
+           "share of holes with text read by an OCR model (PP-OCR, score >= threshold, box mostly inside the hole)"),
+    Column("text_rate_gt", "hole", False, True, "holes",
+           "text_rate of the originals: the reference (text that was really there)", reference=True),
+    # clip.py: CLIP (open_clip, default OpenAI ViT-B/32) image-embedding cosine of output vs original crop
+    Column("clip_i", "hole", True, True, "holes", "CLIP image-embedding cosine, output vs original hole crop"),
+    Column("clip_i_bbox", "hole", True, True, "holes",
+           "free-form masks: clip_i on the bounding-box crop, known pixels included"),
+    Column("clip_t", "whole", True, True, "mean",
+           "CLIPScore (Hessel et al. 2021; torchmetrics): max(100·cos, 0) of the output vs its prompt"),
 ]
 BY_NAME = {c.name: c for c in COLUMNS}
 PER_IMAGE = [c.name for c in COLUMNS if c.per_image]
+# per_image.csv keeps the contract's leading order (model,image,rmse,...,lpips_full,label,...): the per-image metrics
+# added since (text, CLIP) come after the bookkeeping columns
+LATER = ["text_rate", "text_rate_gt", "clip_i", "clip_i_bbox", "clip_t"]
 SET_METRICS = [c.name for c in COLUMNS if not c.per_image]
 
 # psnr_full of an exact copy is infinite (MSE 0), which would turn a model's mean into inf and the summary into

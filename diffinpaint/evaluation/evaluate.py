@@ -7,6 +7,7 @@
     EVAL/per_image.csv       model,image,rmse,ssim,ssim_crop,lpips,psnr_full,ssim_full,lpips_full,label,seed,...
     EVAL/per_bin.csv         model,bin,n_images,<per-image metrics> over LaMa's ten bins of hole area
     EVAL/summary.csv/.json   one row per model (columns.py lists the metrics); null where not computable
+    EVAL/text_detections.jsonl  every hole where the OCR model read text (text.py), outputs and originals
     EVAL/report.html
 
 The steps, in order:
@@ -14,7 +15,8 @@ The steps, in order:
      options, checkpoint, labels, training set against these images, stale run folders), the weights files;
   2. run each model (and seed) into its run folder, one model in memory at a time;
   3. score: each process its shard; hole metrics, whole-image metrics, LPIPS and Inception features of every
-     image and crop once; rows gathered as objects (no padding, so nothing is counted twice);
+     image and crop once, the OCR (text_rate) and CLIP (clip_i, clip_t) of every output, and of each original
+     once; rows gathered as objects (no padding, so nothing is counted twice);
   4. set metrics (FID, KID, P-IDS/U-IDS) and the summary on the main process, which alone writes files.
 """
 from __future__ import annotations
@@ -33,7 +35,7 @@ import pandas as pd
 import torch
 
 from . import fid as fidlib
-from .columns import COLUMNS, PER_IMAGE, n_psnr_capped, over_seeds, per_bin_table, per_image_summary
+from .columns import COLUMNS, LATER, PER_IMAGE, n_psnr_capped, over_seeds, per_bin_table, per_image_summary
 from .leakage import TrainingSetCheck, check_training_set, dataset_fingerprints
 from .metrics import (RADIUS, box_hole_ssim, box_squared_error, box_ssim, image_psnr, image_ssim,
                       mask_bounding_box, masked_squared_error, masked_ssim)
@@ -78,6 +80,10 @@ class EvalSettings:
     report: bool = True  # write report.html
     seeds: list[int] | None = None  # run every model once per seed; None = [run.seed]
     allow_in_sample: bool = False  # score models trained on some of these images (marked in_sample)
+    text: bool = True  # text_rate / text_rate_gt with the bundled OCR model (evaluation/text.py)
+    text_threshold: float = 0.5  # OCR recognition score from which a string counts as text
+    clip_model: str = "ViT-B-32"  # open_clip architecture[:tag] for clip_i / clip_t (evaluation/clip.py)
+    clip_weights: Path | None = None  # open_clip's open_clip_model.safetensors (else the Hugging Face cache)
     run: RunSettings = field(default_factory=RunSettings)
 
 
@@ -206,10 +212,68 @@ def _batches(samples: list[Sample]) -> list[list[Sample]]:
 
 
 class Scorer:
-    """Per-image metrics of one run folder on this process's shard; LPIPS and Inception are optional."""
+    """Per-image metrics of one run folder on this process's shard; LPIPS, Inception, the OCR model (text) and CLIP
+    are optional. What only depends on the originals (their OCR, their CLIP crop embeddings) is computed once per
+    image and reused for every model and seed."""
 
-    def __init__(self, device: str, lpips=None, inception: fidlib.InceptionFeatures | None = None):
-        self.device, self.lpips, self.inception = device, lpips, inception
+    def __init__(self, device: str, lpips=None, inception: fidlib.InceptionFeatures | None = None, text=None,
+                 clip=None):
+        self.device, self.lpips, self.inception, self.text, self.clip = device, lpips, inception, text, clip
+        self._original: dict[tuple[str, str], Any] = {}  # (image id, what) -> value computed on the original
+
+    def _once(self, image_id: str, what: str, compute):
+        if (image_id, what) not in self._original:
+            self._original[(image_id, what)] = compute()
+        return self._original[(image_id, what)]
+
+    def text_rows(self, batch: list[Sample], gts, outs, masks_np) -> list[dict]:
+        """Per image: n_text_holes, text_rate (output) and the same on the original (_gt), plus the holes with
+        text and their detections (private keys, for text_detections.jsonl and the report)."""
+        from .text import hole_masks, hole_records, text_in_holes
+
+        if self.text is None:
+            return [{"n_text_holes": math.nan, "n_text_holes_gt": math.nan, "text_rate": math.nan,
+                     "text_rate_gt": math.nan} for _ in batch]
+        holes = [hole_masks(m.shape, s.boxes, m) for s, m in zip(batch, masks_np)]
+        found = [text_in_holes(d, h) for d, h in zip(self.text(outs), holes)]
+        found_gt = [self._once(s.image_id, "text", lambda g=g, h=h: text_in_holes(self.text([g])[0], h))
+                    for s, g, h in zip(batch, gts, holes)]
+        rows = []
+        for mine, gt, h in zip(found, found_gt, holes):
+            n, n_gt = sum(1 for f in mine if f), sum(1 for f in gt if f)
+            rows.append({"n_text_holes": n, "n_text_holes_gt": n_gt,
+                         "text_rate": n / len(h) if h else math.nan, "text_rate_gt": n_gt / len(h) if h else math.nan,
+                         "_text_holes": hole_records(mine), "_text_holes_gt": hole_records(gt)})
+        return rows
+
+    def clip_rows(self, batch: list[Sample], gts, outs, crop_boxes, prompts: dict[str, str]) -> list[dict]:
+        """Per image: clip_i (rectangular holes: mean over the hole crops), clip_i_bbox (free-form: the mask's
+        bounding-box crop) and clip_t (CLIPScore of the whole output against its prompt; NaN without one)."""
+        from .clip import clip_score, cosine
+
+        nan = {"clip_i": math.nan, "clip_i_bbox": math.nan, "clip_t": math.nan}
+        if self.clip is None:
+            return [dict(nan) for _ in batch]
+        counts = [len(b) for b in crop_boxes]
+        fake = self.clip.encode_images([c for o, b in zip(outs, crop_boxes) for c in _crops(o, b)])
+        real = [self._once(s.image_id, "clip", lambda g=g, b=b: self.clip.encode_images(_crops(g, b)))
+                for s, g, b in zip(batch, gts, crop_boxes)]
+        fake = np.split(fake, np.cumsum(counts)[:-1]) if counts else []
+        texts = [prompts.get(s.image_id) or "" for s in batch]
+        prompted = [i for i, t in enumerate(texts) if t.strip()]
+        scores = {}
+        if prompted:
+            image_emb = self.clip.encode_images([outs[i] for i in prompted])
+            text_emb = self.clip.encode_texts([texts[i] for i in prompted])
+            scores = dict(zip(prompted, clip_score(image_emb, text_emb).tolist()))
+        rows = []
+        for i, s in enumerate(batch):
+            row = dict(nan)
+            if counts[i]:
+                row["clip_i" if s.boxes else "clip_i_bbox"] = float(np.mean(cosine(fake[i], real[i])))
+            row["clip_t"] = scores.get(i, math.nan)
+            rows.append(row)
+        return rows
 
     def features(self, images: list[np.ndarray], crop_lists: list[list[np.ndarray]]):
         """Inception features of whole images and their crops, in one pass: (whole N×2048, [K_i×2048])."""
@@ -221,6 +285,7 @@ class Scorer:
 
     def score(self, samples: list[Sample], image_dir: Path, model: str, seed: int) -> list[dict]:
         rows = []
+        prompts = run_prompts(image_dir.parent) if self.clip is not None else {}
         for batch in _batches(samples):
             gts = [s.load_image() for s in batch]
             outs = [load_rgb(image_dir / s.output_relpath, s.max_pixels) for s in batch]
@@ -254,6 +319,8 @@ class Scorer:
             ssim_full = image_ssim(preds, target).tolist()
             if self.inception is not None:
                 whole_features, crop_features = self.features(outs, [_crops(o, b) for o, b in zip(outs, crop_boxes)])
+            text = self.text_rows(batch, gts, outs, masks_np)
+            clip = self.clip_rows(batch, gts, outs, crop_boxes, prompts)
             sse, count = sse.cpu(), count.cpu()
             for i, s in enumerate(batch):
                 holes = int(masks_np[i].sum())
@@ -262,6 +329,8 @@ class Scorer:
                        "rmse": math.sqrt(sse[i].item() / count[i].item()), "ssim": _mean(ssim[i]),
                        "ssim_crop": _mean(ssim_crop[i]), "lpips": _mean(lpips[i]), "psnr_full": psnr_full[i],
                        "ssim_full": ssim_full[i], "lpips_full": lpips_full[i]}
+                row.update(text[i])
+                row.update(clip[i])
                 if self.inception is not None:
                     row["_whole_features"], row["_crop_features"] = whole_features[i], crop_features[i]
                 rows.append(row)
@@ -276,6 +345,14 @@ class Scorer:
             whole, split = self.features(gts, crops)
             out += [(s.image_id, whole[i], split[i]) for i, s in enumerate(batch)]
         return out
+
+
+def run_prompts(run_dir: Path) -> dict[str, str]:
+    """image id -> the prompt a prompted model (SD) was given, from the run's manifest.jsonl (others write none)."""
+    from ..runner import MANIFEST, read_manifest
+
+    return {r["image"]: r["prompt"] for r in read_manifest(Path(run_dir) / MANIFEST)
+            if isinstance(r.get("prompt"), str)}
 
 
 def _mean(values: list[float]) -> float:
@@ -346,13 +423,15 @@ def set_metrics(fake_whole: np.ndarray, fake_crops: np.ndarray, real_whole: np.n
 # ---------------------------------------------------------------------------------------------- tables
 
 
-PER_IMAGE_COLUMNS = ["model", "image", *PER_IMAGE, "label", "seed", "n_holes", "n_hole_pixels", "hole_fraction"]
+PER_IMAGE_COLUMNS = ["model", "image", *[c for c in PER_IMAGE if c not in LATER], "label", "seed", "n_holes",
+                     "n_hole_pixels", "hole_fraction", *LATER, "n_text_holes", "n_text_holes_gt"]
 # KID's spread over subsets, the set metrics' bootstrap intervals and the counts (summarise: the first seed's)
 SET_FIELDS = ["kid_std", "kid_full_std", *[f"{name}_ci_{end}" for name in fidlib.CI_METRICS for end in ("low", "high")],
               "n_fid_crops", "n_fid_images"]
 SUMMARY_COLUMNS = ["model", "n_images", "n_holes", *[c.name for c in COLUMNS], *SET_FIELDS, "n_seeds", "seeds",
                    "deterministic", *[f"{c.name}_seed_sd" for c in COLUMNS], "in_sample", "n_train_overlap",
-                   "training_set", "fid_note", "lpips_note", "n_psnr_capped"]
+                   "training_set", "fid_note", "lpips_note", "n_psnr_capped", "n_text_holes", "n_text_holes_gt",
+                   "text_note", "clip_note"]
 
 
 def _csv(frame: pd.DataFrame, columns: list[str]) -> str:
@@ -365,7 +444,7 @@ def format_table(summary: list[dict]) -> str:
         return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
     columns = ["model", "n_images", "rmse", "ssim", "lpips", "fid", "kid", "psnr_full", "ssim_full", "lpips_full",
-               "fid_full"]
+               "fid_full", "text_rate", "clip_t"]
     table = [columns] + [[cell(row.get(c)) + ("*" if c == "model" and row.get("in_sample") else "")
                           for c in columns] for row in summary]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
@@ -381,8 +460,8 @@ def _finite_or_none(value):
     return value
 
 
-def summarise(plan: ModelPlan, rows: pd.DataFrame, set_scores: list[dict[str, Any]], lpips_note: str
-              ) -> dict[str, Any]:
+def summarise(plan: ModelPlan, rows: pd.DataFrame, set_scores: list[dict[str, Any]], lpips_note: str,
+              notes: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One model's summary row: per-seed values averaged over seeds, with their spread."""
     first = rows[rows["seed"] == plan.seeds[0]]
     row: dict[str, Any] = {"model": plan.name, "registry_model": plan.variant.model, "n_images": int(len(first)), "n_holes": int(first["n_holes"].sum())}
@@ -397,6 +476,10 @@ def summarise(plan: ModelPlan, rows: pd.DataFrame, set_scores: list[dict[str, An
         row[key] = set_scores[0][key]
     row["fid_note"] = set_scores[0]["fid_note"]
     row["lpips_note"] = lpips_note
+    row.update(notes or {})  # text_note, clip_note
+    for key in ("n_text_holes", "n_text_holes_gt"):  # the first seed's counts, as n_holes
+        counts = pd.to_numeric(first[key], errors="coerce") if key in first else pd.Series(dtype=float)
+        row[key] = int(counts.sum()) if len(counts) and counts.notna().all() else None
     row["n_seeds"], row["seeds"] = len(plan.seeds), ",".join(map(str, plan.seeds))
     row["deterministic"] = plan.deterministic  # run once whatever --seeds says
     row["floor"] = plan.floor
@@ -452,6 +535,8 @@ def evaluate(dataset: Dataset, settings: EvalSettings, *, state=None, log=None) 
             fid_note = f"{err}; pass --fid-weights {fidlib.WEIGHTS_NAMES[0]} to compute FID/KID/P-IDS/U-IDS"
             log(f"warning: FID/KID missing: {fid_note}")
     lpips, lpips_note = _load_lpips(settings, device, log)
+    text, text_note = _load_text(settings, device, log)
+    clip, clip_note = _load_clip(settings, device, log)
     plans = plan_models(dataset, settings, device, state, log)
 
     # 2. Run each model (and seed), one model in memory at a time
@@ -468,7 +553,7 @@ def evaluate(dataset: Dataset, settings: EvalSettings, *, state=None, log=None) 
             _free(model)
 
     # 3. Score: each process its shard, rows gathered as objects (no padded duplicates)
-    scorer = Scorer(device, lpips, inception)
+    scorer = Scorer(device, lpips, inception, text=text, clip=clip)
     with state.split_between_processes(list(dataset.samples)) as shard:
         shard = list(shard)
     local = [row for plan in plans for seed, run_dir in zip(plan.seeds, plan.run_dirs)
@@ -494,7 +579,8 @@ def evaluate(dataset: Dataset, settings: EvalSettings, *, state=None, log=None) 
                 continue
             set_scores.append(set_metrics(np.stack([r["_whole_features"] for r in mine]),
                                           np.concatenate([r["_crop_features"] for r in mine]), *real))
-        summary.append(summarise(plan, frame[frame["model"] == plan.name], set_scores, lpips_note))
+        summary.append(summarise(plan, frame[frame["model"] == plan.name], set_scores, lpips_note,
+                                 {"text_note": text_note, "clip_note": clip_note}))
     if inception is not None and real[1].shape[0] < FID_MIN_CROPS:
         log(f"warning: FID over {real[1].shape[0]} crops (< {FID_MIN_CROPS}, the feature dimension) is strongly "
             "biased and unstable; compare models by KID")
@@ -508,7 +594,8 @@ def evaluate(dataset: Dataset, settings: EvalSettings, *, state=None, log=None) 
               "run": toml_safe(asdict(settings.run)),
               "variants": {v.name: toml_safe({"model": v.model, **v.options}) for v in settings.variants},
               "weights": {"inception_sha256": inception.weights_sha256 if inception else "none",
-                          "lpips_sha256": lpips.weights_sha256 if lpips else "none"},
+                          "lpips_sha256": lpips.weights_sha256 if lpips else "none",
+                          "clip_sha256": clip.weights_sha256 if clip else "none"},
               "num_processes": state.num_processes, "versions": library_versions()}
     atomic_write_text(out / "config.toml", tomli_w.dumps(toml_safe(config)))
     atomic_write_text(out / "per_image.csv", _csv(frame, PER_IMAGE_COLUMNS))
@@ -517,6 +604,8 @@ def evaluate(dataset: Dataset, settings: EvalSettings, *, state=None, log=None) 
     summary_frame = pd.DataFrame.from_records(summary)
     atomic_write_text(out / "summary.csv", _csv(summary_frame, SUMMARY_COLUMNS))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if text is not None:
+        atomic_write_text(out / TEXT_DETECTIONS, text_detections(rows, plans))
     if settings.report:
         try:
             from .report import write_report
@@ -527,6 +616,48 @@ def evaluate(dataset: Dataset, settings: EvalSettings, *, state=None, log=None) 
                 f"`diffinpaint report {out}`")
     state.wait_for_everyone()
     return summary
+
+
+TEXT_DETECTIONS = "text_detections.jsonl"
+
+
+def text_detections(rows: list[dict], plans: list[ModelPlan]) -> str:
+    """EVAL/text_detections.jsonl: one line per hole with text, {source: "output" (model, seed) or "original",
+    image, hole (index among the image's holes), detections: [{text, score, polygon, inside}]}. The originals once."""
+    lines = []
+    first = plans[0] if plans else None
+    for r in rows:
+        if first is not None and r["model"] == first.name and r["seed"] == first.seeds[0]:
+            lines += [{"source": "original", "model": None, "seed": None, "image": r["image"], **hole}
+                      for hole in r.get("_text_holes_gt", [])]
+    for r in rows:
+        lines += [{"source": "output", "model": r["model"], "seed": r["seed"], "image": r["image"], **hole}
+                  for hole in r.get("_text_holes", [])]
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+def _load_text(settings: EvalSettings, device: str, log):
+    from .text import TextDetector, TextUnavailable
+
+    if not settings.text:
+        return None, "text rate disabled (--no-text)"
+    try:
+        return TextDetector(settings.text_threshold, device=device), ""
+    except TextUnavailable as err:
+        note = f"{err}"
+        log(f"warning: text rate missing: {note}")
+        return None, note
+
+
+def _load_clip(settings: EvalSettings, device: str, log):
+    from .clip import CLIP, CLIPUnavailable, WEIGHTS_NAME
+
+    try:
+        return CLIP(settings.clip_model, settings.clip_weights, device=device), ""
+    except CLIPUnavailable as err:
+        note = f"{err}; pass --clip-weights {WEIGHTS_NAME} to compute clip_i/clip_t"
+        log(f"warning: CLIP missing: {note}")
+        return None, note
 
 
 def _load_lpips(settings: EvalSettings, device: str, log):

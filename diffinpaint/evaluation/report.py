@@ -16,6 +16,8 @@ The page reads top to bottom:
   7. distributions of per-image rmse and ssim (box + strip plot)
   8. comparison grid: masked input | each model | ground truth, holes outlined in magenta
   9. worst images per model by rmse
+ 10. text in the holes: each hole where the OCR model read text (text_detections.jsonl), the output's crop beside
+     the original's, the detected boxes drawn and the strings read
 
 Confidence intervals resample *images* (the unit that was drawn from the world) with replacement, a fixed
 seed and 2000 resamples, and recompute the same statistic the summary reports (columns.py): rmse pooled over
@@ -300,6 +302,8 @@ def pair_stats(ev: EvalFolder, a: str, b: str) -> PairStats | None:
     models (the pairing is kept: a resampled image counts for A and B alike), and per-image wins."""
     diff, cis, wins, n_shared = {}, {}, {}, 0
     for name in PER_IMAGE:
+        if BY_NAME[name].reference:  # measured on the originals (text_rate_gt): the same for A and B
+            continue
         found_a, found_b = _matrix_by_image(ev, a, name), _matrix_by_image(ev, b, name)
         if found_a is None or found_b is None:
             continue
@@ -558,7 +562,7 @@ def _best(table: pd.DataFrame) -> dict[str, set[str]]:
     best = {}
     for column in COLUMNS:
         values = table[column.name].dropna()
-        if len(values) >= 2:
+        if len(values) >= 2 and not column.reference:
             target = values.max() if column.higher_is_better else values.min()
             best[column.name] = set(values[values == target].index)
     return best
@@ -573,6 +577,16 @@ def _missing_reason(entry: dict, name: str) -> tuple[str, str]:
     if name == "ssim_crop":
         return name, ("SSIM of the hole crop is defined for rectangular holes (masks.csv) only; a free-form hole's "
                       "only crop is its bounding box, mostly known pixels (ssim covers free-form holes)")
+    if name.startswith("text_rate"):
+        return "text_rate", entry.get("text_note") or "the OCR model did not run (see the eval log)"
+    if name.startswith("clip") and entry.get("clip_note"):
+        return "clip", entry["clip_note"]
+    if name == "clip_i":
+        return name, "free-form masks have no hole crop: see clip_i_bbox (their bounding-box crop)"
+    if name == "clip_i_bbox":
+        return name, "computed for free-form masks only (rectangular holes: clip_i is the crop itself)"
+    if name == "clip_t":
+        return name, "no prompt: CLIPScore is for prompted models (their manifest.jsonl records each image's prompt)"
     return name, "no image had a value"
 
 
@@ -799,6 +813,136 @@ def _worst_section(ev: EvalFolder, cells: Cells | None, n_worst: int) -> list[st
     return out
 
 
+TEXT_HOLES_SHOWN = 24  # per model (and for the originals): the page stays small on large sets
+DETECTION_RGB = (0, 230, 255)  # cyan: the boxes the OCR model detected
+
+
+def read_text_detections(eval_dir: Path) -> list[dict] | None:
+    """text_detections.jsonl (eval's OCR: one line per hole with text), None when eval did not write one."""
+    path = Path(eval_dir) / "text_detections.jsonl"
+    if not path.is_file():
+        return None
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and {"source", "image", "hole", "detections"} <= set(record):
+            out.append(record)
+    return out
+
+
+def text_crop(rgb: np.ndarray, hole: np.ndarray, polygons: list, *, size: int = THUMB_SIZE) -> Image.Image:
+    """The hole's bounding box and a margin of a quarter of its size around it, enlarged to `size`: the hole
+    outlined in magenta, each detected box drawn in cyan."""
+    from PIL import ImageDraw
+
+    ys, xs = np.nonzero(hole)
+    if not len(ys):
+        return thumbnail(rgb, hole, size=size)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    margin = max(4, round(0.25 * max(y1 - y0, x1 - x0)))
+    y0, x0 = max(0, y0 - margin), max(0, x0 - margin)
+    y1, x1 = min(rgb.shape[0], y1 + margin), min(rgb.shape[1], x1 + margin)
+    image = thumbnail(rgb[y0:y1, x0:x1], hole[y0:y1, x0:x1], size=size)
+    scale = image.width / (x1 - x0)
+    draw = ImageDraw.Draw(image)
+    for polygon in polygons:
+        points = [((px - x0) * scale, (py - y0) * scale) for px, py in polygon]
+        draw.polygon(points, outline=DETECTION_RGB, width=2)
+    return image
+
+
+def _hole_mask(sample, mask: np.ndarray, index: int) -> np.ndarray:
+    if sample.boxes:
+        x, y, w, h = sample.boxes[index]
+        hole = np.zeros(mask.shape, dtype=bool)
+        hole[y : y + h, x : x + w] = True
+        return hole
+    return mask.astype(bool)
+
+
+def _run_dir_of_seed(ev: EvalFolder, model: str, seed) -> Path:
+    listed = [Path(p) for p in ev.config.get("run_dirs", {}).get(model, [])]
+    for path in listed:
+        if path.name == f"seed_{seed}":
+            return path if path.is_absolute() else ev.root / path
+    return ev.run_dir(model)
+
+
+def _read(detections: list[dict]) -> str:
+    return "<br>".join(f"{esc(d.get('text', ''))} <span class=\"ci\">({_fmt(d.get('score'), 2)}, "
+                       f"{round(100 * d['inside']) if _number(d.get('inside')) is not None else '?'}% inside)</span>"
+                       for d in detections)
+
+
+def _text_section(ev: EvalFolder, cells: Cells | None) -> list[str]:
+    records = read_text_detections(ev.root)
+    notes = {e.get("text_note") for e in ev.summary if isinstance(e, dict) and e.get("text_note")}
+    if records is None:
+        return ["<h2>Text in the holes</h2>", f'<p class="note">{esc(sorted(notes)[0])}</p>'] if notes else []
+    threshold = ev.config.get("settings", {}).get("text_threshold", 0.5)
+    out = ["<h2>Text in the holes</h2>",
+           "<p>Holes where the OCR model (rapidocr's PP-OCR, run on the whole image) read a string with a recognition "
+           f"score of at least {esc(threshold)} whose detected box lies at least half inside the hole "
+           "(text_rate counts them; text_rate_gt does the same on the originals: text that was really there). "
+           "Crops: the hole and a margin, the hole outlined in magenta, each detected box in cyan. First seed "
+           "of each model.</p>"]
+    if cells is None:
+        return out + ['<p class="note">No crops: the dataset could not be loaded (see the note above).</p>']
+    originals = {(r["image"], r["hole"]): r["detections"] for r in records if r["source"] == "original"}
+
+    def crop(rgb, image_id, hole_index, detections, key):
+        sample = cells.samples[image_id]
+        hole = _hole_mask(sample, cells._gt(image_id)[1], hole_index)
+        return cells.assets.image(key, lambda: text_crop(rgb, hole, [d["polygon"] for d in detections]))
+
+    def original_cell(image_id, hole_index):
+        found = originals.get((image_id, hole_index), [])
+        src = crop(cells._gt(image_id)[0], image_id, hole_index, found, (image_id, hole_index, "text-original"))
+        return f"<td>{_img(src, f'{image_id} hole {hole_index} original')}</td>"
+
+    listed = [(k, v) for k, v in originals.items() if k[0] in cells.samples]
+    out.append(f"<h3>Originals (the reference): {len(originals)} hole(s) with text</h3>")
+    if listed:
+        out.append('<table class="grid"><tr><th class=l>image</th><th>hole</th><th>original</th>'
+                   "<th class=l>read</th></tr>")
+        for (image_id, hole_index), found in listed[:TEXT_HOLES_SHOWN]:
+            out.append(f"<tr><td class=l>{esc(image_id)}</td><td>{hole_index}</td>"
+                       f"{original_cell(image_id, hole_index)}<td class=l>{_read(found)}</td></tr>")
+        out.append("</table>")
+        if len(listed) > TEXT_HOLES_SHOWN:
+            out.append(f"<p>{TEXT_HOLES_SHOWN} of {len(listed)} shown.</p>")
+    for m in ev.models:
+        seeds = ev.seeds_of(m)
+        mine = [r for r in records if r["source"] == "output" and r.get("model") == m
+                and (not seeds or r.get("seed") == seeds[0]) and r["image"] in cells.samples]
+        out.append(f"<h3>{esc(m)}: {len(mine)} hole(s) with text</h3>")
+        if not mine:
+            continue
+        run_dir = _run_dir_of_seed(ev, m, seeds[0] if seeds else None)
+        out.append('<table class="grid"><tr><th class=l>image</th><th>hole</th>'
+                   f"<th>{esc(m)}</th><th>original</th><th class=l>read in the output</th>"
+                   "<th class=l>read in the original</th></tr>")
+        for r in mine[:TEXT_HOLES_SHOWN]:
+            image_id, hole_index = r["image"], r["hole"]
+            try:
+                with Image.open(run_dir / "images" / cells.samples[image_id].output_relpath) as im:
+                    rgb = np.asarray(im.convert("RGB"))
+                src = crop(rgb, image_id, hole_index, r["detections"], (image_id, hole_index, "text", m))
+            except OSError:
+                src = None
+            out.append(f"<tr><td class=l>{esc(image_id)}</td><td>{hole_index}</td>"
+                       f"<td>{_img(src, f'{image_id} hole {hole_index} {m}')}</td>"
+                       f"{original_cell(image_id, hole_index)}<td class=l>{_read(r['detections'])}</td>"
+                       f"<td class=l>{_read(originals.get((image_id, hole_index), [])) or '–'}</td></tr>")
+        out.append("</table>")
+        if len(mine) > TEXT_HOLES_SHOWN:
+            out.append(f"<p>{TEXT_HOLES_SHOWN} of {len(mine)} shown.</p>")
+    return out
+
+
 def _spread(items: list[str], k: int) -> list[str]:
     if k <= 0 or not items:
         return []
@@ -850,6 +994,7 @@ def write_report(eval_dir: Path, *, max_grid_images: int = 24, n_worst: int = 5)
     parts += _pairs_section(ev)
     parts += _labels_section(ev)
     parts += _area_section(ev, assets)
+    parts += _text_section(ev, cells)
     parts += ["<h2>Per-image distributions</h2>",
               f'<img src="{esc(assets.src("distributions.png"))}" alt="per-image rmse and ssim per model">']
     parts += _grid_section(ev, cells, _spread(scored, max_grid_images), len(scored))
