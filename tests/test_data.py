@@ -74,7 +74,7 @@ def test_data_masks_writes_a_valid_source_and_eval_scores_free_form_holes(demo_s
     assert dataset.mask_source == "png" and not (data / "masks.csv").exists()
     first = Image.open(data / "masks" / dataset.samples[0].output_relpath)
     assert first.size == (64, 64) and set(np.unique(np.asarray(first))) <= {0, 255}
-    assert main(["eval", "--models", "telea", "--data", str(data), "--out", str(tmp_path / "ev"), "--no-fid",
+    assert main(["eval", "--models", "telea", "--data", str(data), "--out", str(tmp_path / "ev"), "--no-fid", "--no-text",
                  "--no-report", "--no-progress"]) == 0
     row = json.loads((tmp_path / "ev" / "summary.json").read_text())[0]
     assert row["n_holes"] == len(dataset.samples) and 0 < row["ssim"] < 1 and row["rmse"] > 0

@@ -80,7 +80,8 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 def eval_cli(*args, out: Path, data: Path) -> int:
-    return main(["eval", "--data", str(data), "--out", str(out), "--no-progress", "--no-fid", *map(str, args)])
+    return main(["eval", "--data", str(data), "--out", str(out), "--no-progress", "--no-fid", "--no-text",
+                 *map(str, args)])
 
 
 # ---------------------------------------------------------------------------------------------- leakage
@@ -283,7 +284,7 @@ def full_eval(tmp_path_factory, weights):
         return original(self, crops)
 
     with mock.patch.object(fidlib.InceptionFeatures, "__call__", counting):
-        assert main(["eval", "--models", "telea,count_a", "--seeds", "0,1", "--data", str(data), "--out",
+        assert main(["eval", "--no-text", "--models", "telea,count_a", "--seeds", "0,1", "--data", str(data), "--out",
                      str(root / "ev"), "--fid-weights", str(weights[0]), "--lpips-weights", str(weights[1]),
                      "--cache-dir", str(root / "cache"), "--no-progress"]) == 0
     return data, root / "ev", sum(seen)

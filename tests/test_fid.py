@@ -223,7 +223,7 @@ def test_project_fid_equals_torch_fidelity_features_plus_scipy(fid_data, weights
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     out = tmp_path / "ev"
-    rc = main(["eval", "--models", "telea", "--data", str(fid_data), "--out", str(out), "--fid-weights",
+    rc = main(["eval", "--no-text", "--models", "telea", "--data", str(fid_data), "--out", str(out), "--fid-weights",
                str(weights), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--no-report"])
     assert rc == 0
     import json
@@ -282,7 +282,7 @@ def test_fid_batch_size_does_not_change_features(fid_data, weights):
 
 
 def test_without_weights_fid_is_missing_with_one_warning_and_the_rest_runs(demo_small, tmp_path, capsys):
-    rc = main(["eval", "--models", "ns", "--data", str(demo_small), "--out", str(tmp_path / "ev"),
+    rc = main(["eval", "--no-text", "--models", "ns", "--data", str(demo_small), "--out", str(tmp_path / "ev"),
                "--no-progress", "--no-report"])
     assert rc == 0
     err = capsys.readouterr().err

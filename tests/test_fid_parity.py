@@ -40,7 +40,7 @@ def evaluated(tmp_path_factory):
     data = make_demo_dataset(root / "data", size=60, crops_per_photo=1, holes=2, hole_size=16, seed=5)
     weights = calibrated_inception_weights(root / fidlib.WEIGHTS_NAMES[0])
     out = root / "ev"
-    assert main(["eval", "--models", "telea", "--data", str(data), "--out", str(out), "--fid-weights", str(weights),
+    assert main(["eval", "--no-text", "--models", "telea", "--data", str(data), "--out", str(out), "--fid-weights", str(weights),
                  "--cache-dir", str(root / "cache"), "--no-progress", "--no-report"]) == 0
     summary = json.loads((out / "summary.json").read_text())[0]
     return root, data, out / "runs" / "telea" / "images", weights, summary

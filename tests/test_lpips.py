@@ -130,7 +130,7 @@ def test_small_inputs_are_enlarged_uniformly_keeping_the_aspect(alexnet_file):
 
 
 def eval_cli(*args, out, data):
-    return main(["eval", "--data", str(data), "--out", str(out), "--no-progress", "--no-fid", *map(str, args)])
+    return main(["eval", "--data", str(data), "--out", str(out), "--no-progress", "--no-fid", "--no-text", *map(str, args)])
 
 
 @pytest.fixture(scope="module")

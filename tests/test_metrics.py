@@ -366,7 +366,7 @@ def test_exact_copies_get_the_capped_psnr_and_are_counted_in_every_seed(demo_sma
     copies = sum(s.label == CopyOrNoise.copy_label for s in dataset.samples)
     assert 0 < copies < len(dataset.samples)
     out = tmp_path / "ev"
-    assert main(["eval", "--data", str(demo_small), "--out", str(out), "--no-progress", "--no-fid", "--models",
+    assert main(["eval", "--data", str(demo_small), "--out", str(out), "--no-progress", "--no-fid", "--no-text", "--models",
                  "copy_or_noise", "--seeds", "0,1"]) == 0
     per_image = pd.read_csv(out / "per_image.csv")
     copied = per_image["label"] == CopyOrNoise.copy_label

@@ -140,7 +140,7 @@ def pix2pix_ckpt(tmp_path_factory, photos):
 
 def eval_pix2pix(ckpt: Path, data: Path, out: Path, *extra) -> int:
     return main(["eval", "--models", "pix2pix", "--pix2pix-checkpoint", str(ckpt), "--data", str(data), "--out",
-                 str(out), "--no-progress", "--no-fid", "--no-report", *extra])
+                 str(out), "--no-progress", "--no-fid", "--no-text", "--no-report", *extra])
 
 
 def test_training_set_json_records_perceptual_hashes(pix2pix_ckpt, photos):

@@ -387,7 +387,7 @@ def test_paired_differences_use_the_summary_statistic_and_agree_in_sign(demo_sma
 
     out = tmp_path / "ev"
     assert main(["eval", "--models", "grey,ring_mean,telea", "--data", str(demo_small), "--out", str(out),
-                 "--no-fid", "--no-progress"]) == 0
+                 "--no-fid", "--no-text", "--no-progress"]) == 0
     summary = {r["model"]: r for r in json.loads((out / "summary.json").read_text())}
     assert summary["grey"]["floor"] and summary["ring_mean"]["floor"] and not summary["telea"]["floor"]
     ev = report.read_eval_folder(out)

@@ -172,7 +172,7 @@ def test_a_torn_manifest_line_does_not_swallow_the_next_row(tmp_path):
 def test_eval_refuses_feather_and_too_small_holes_before_any_work(demo_small, tmp_path, capsys):
     import shutil
 
-    assert main(["eval", "--models", "telea", "--data", str(demo_small), "--out", str(tmp_path / "ev"),
+    assert main(["eval", "--no-text", "--models", "telea", "--data", str(demo_small), "--out", str(tmp_path / "ev"),
                  "--feather", "4", "--no-progress"]) == 2
     assert "--feather" in capsys.readouterr().err
     data = tmp_path / "data"
@@ -181,14 +181,14 @@ def test_eval_refuses_feather_and_too_small_holes_before_any_work(demo_small, tm
     image, x, y, *_ = lines[1].split(",")
     lines[1] = ",".join([image, x, y, "8", "8"])
     (data / "masks.csv").write_text("\n".join(lines) + "\n")
-    assert main(["eval", "--models", "telea", "--data", str(data), "--out", str(tmp_path / "ev2"),
+    assert main(["eval", "--no-text", "--models", "telea", "--data", str(data), "--out", str(tmp_path / "ev2"),
                  "--no-progress"]) == 2
     assert "11x11" in capsys.readouterr().err
     assert not (tmp_path / "ev").exists() and not (tmp_path / "ev2").exists()
 
 
 def test_eval_names_the_stale_run_folder_and_the_fix(demo_small, tmp_path, capsys):
-    args = ["eval", "--data", str(demo_small), "--out", str(tmp_path / "ev"), "--no-fid", "--no-report",
+    args = ["eval", "--data", str(demo_small), "--out", str(tmp_path / "ev"), "--no-fid", "--no-text", "--no-report",
             "--no-progress"]
     assert main([*args, "--models", "telea"]) == 0
     assert main([*args, "--models", "telea", "--radius", "5"]) == 2

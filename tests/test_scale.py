@@ -56,9 +56,9 @@ def test_two_process_eval_gathers_every_image_once(demo_medium, tmp_path):
     from diffinpaint.cli import main
 
     assert main(["eval", "--models", "telea,ns", "--data", str(demo_medium), "--out", str(tmp_path / "one"),
-                 "--no-fid", "--no-report", "--no-progress"]) == 0
+                 "--no-fid", "--no-text", "--no-report", "--no-progress"]) == 0
     result = accelerate_launch(2, "-m", "diffinpaint", "eval", "--models", "telea,ns", "--data", demo_medium,
-                               "--out", tmp_path / "two", "--no-fid", "--no-report", "--no-progress")
+                               "--out", tmp_path / "two", "--no-fid", "--no-text", "--no-report", "--no-progress")
     assert result.returncode == 0, result.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "summary.json").read_text())
     two = json.loads((tmp_path / "two" / "summary.json").read_text())

@@ -12,7 +12,7 @@ from diffinpaint.util.errors import UserError
 
 
 def _eval(*args, data: Path, out: Path) -> int:
-    return main(["eval", "--data", str(data), "--out", str(out), "--no-progress", "--no-fid", "--no-report",
+    return main(["eval", "--data", str(data), "--out", str(out), "--no-progress", "--no-fid", "--no-text", "--no-report",
                  *map(str, args)])
 
 

@@ -1,4 +1,4 @@
-"""Pixel metrics, exactly as DESIGN.md defines them (pixel values in [0, 1] = uint8 / 255).
+"""Pixel metrics, exactly as README "Metrics" defines them (pixel values in [0, 1] = uint8 / 255).
 
 Hole only:
 - rmse: sqrt of the mean squared error over all hole pixels and channels (pooled over images).

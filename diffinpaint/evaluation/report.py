@@ -201,22 +201,11 @@ def seed_mean_ci(values: np.ndarray, weights: np.ndarray, pooling: str, **kw) ->
 
 def _matrix(ev: EvalFolder, model: str, name: str, rows: pd.DataFrame | None = None):
     """(values seeds × images, weights per image) for one metric; images finite in every seed."""
-    rows = ev.model_rows(model) if rows is None else rows
-    if name not in rows or rows[name].isna().all():
+    found = _matrix_by_image(ev, model, name, rows)
+    if found is None:
         return None
-    table = rows.pivot_table(index="image", columns="seed", values=name, aggfunc="first")
-    table = table[np.isfinite(table).all(axis=1)]
-    if table.empty:
-        return None
-    column = BY_NAME[name]
-    first = rows.drop_duplicates("image").set_index("image").loc[table.index]
-    if column.pooling == "rmse":
-        weights = first["n_hole_pixels"].to_numpy(float) if ev.has_pixel_counts else np.ones(len(table))
-    elif column.pooling == "holes":
-        weights = np.maximum(first["n_holes"].to_numpy(float), 1.0)
-    else:
-        weights = np.ones(len(table))
-    return table.to_numpy(dtype=np.float64).T, weights
+    table, weights = found
+    return table.to_numpy(dtype=np.float64).T, weights.to_numpy(dtype=np.float64)
 
 
 @dataclass
@@ -331,9 +320,10 @@ def pair_stats(ev: EvalFolder, a: str, b: str) -> PairStats | None:
     return PairStats(a, b, n_shared, diff, cis, wins)
 
 
-def _matrix_by_image(ev: EvalFolder, model: str, name: str):
-    """(images × seeds values, per-image weights) of one metric, indexed by image (finite in every seed)."""
-    rows = ev.model_rows(model)
+def _matrix_by_image(ev: EvalFolder, model: str, name: str, rows: pd.DataFrame | None = None):
+    """(images × seeds values, per-image weights) of one metric, indexed by image (finite in every seed); the
+    weights are the summary's: hole pixels for pooled rmse, holes for hole means, 1 otherwise."""
+    rows = ev.model_rows(model) if rows is None else rows
     if name not in rows or rows[name].isna().all():
         return None
     table = rows.pivot_table(index="image", columns="seed", values=name, aggfunc="first")

@@ -22,6 +22,8 @@ MODELS: dict[str, str] = {
     "ns": "diffinpaint.models.classical:NavierStokesModel",
     "grey": "diffinpaint.models.classical:GreyFloor",
     "ring_mean": "diffinpaint.models.classical:RingMeanFloor",
+    "exemplar": "diffinpaint.models.patch:ExemplarModel",
+    "patchmatch": "diffinpaint.models.patch:PatchMatchModel",
     "sd": "diffinpaint.models.sd.pipeline:StableDiffusionModel",
 }
 TRAINED: dict[str, str] = {
