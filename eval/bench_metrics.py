@@ -1,6 +1,7 @@
 """Every eval metric's throughput against its reference implementation, on the same images.
 
     python eval/bench_metrics.py [--images 256] [--threads 2] [--device cpu|cuda] [--lpips-images 32] [--fid-crops 32]
+                                 [--out eval/results/metrics_cuda]
 
 Data: real 256×256 photos (the demo crops from scikit-image) with two 75×75 holes each; the "output" is the
 photo with noise in the holes (composited, as eval scores it). Each row times our batched torch code and the
@@ -14,7 +15,7 @@ reference on the same data and checks they agree, or the benchmark fails:
   Inception          features per second (torch-fidelity's Inception-v3, random weights), whole images + crops
   P-IDS/U-IDS        the LinearSVC fit on N real + N fake 2048-d features
 
-Results go to eval/results/metrics_<device>.{json,md}; the last line printed is `ratio_vs_skimage=<x>` for
+Results go to eval/results/metrics_<device>.{json,md} (or --out OUT: OUT.json, OUT.md); the last line printed is `ratio_vs_skimage=<x>` for
 rmse + ssim (DESIGN's definition), which must stay >= 5.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's diffinpaint, installed or not
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402
 
@@ -202,7 +204,7 @@ def bench_lpips(gts, outs, boxes, device, tmp: Path, repeats: int):
     return t_ref, t_ours, _max_diff(w_ours, w_ref), _max_diff(c_ours, c_ref)
 
 
-def bench_inception(outs, boxes, device, tmp: Path, n: int):
+def bench_inception(outs, boxes, device, tmp: Path, n: int, ids_features: int = 1000):
     from diffinpaint.evaluation.fid import WEIGHTS_NAMES, InceptionFeatures, inception_discriminative_scores
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
@@ -214,8 +216,8 @@ def bench_inception(outs, boxes, device, tmp: Path, n: int):
     extractor(items[:2])
     t_features, _ = timed(lambda: extractor(items), 1)
     rng = np.random.default_rng(0)
-    real = torch.from_numpy(rng.normal(0, 1, (1000, 2048)))
-    fake = torch.from_numpy(rng.normal(0.05, 1, (1000, 2048)))
+    real = torch.from_numpy(rng.normal(0, 1, (ids_features, 2048)))
+    fake = torch.from_numpy(rng.normal(0.05, 1, (ids_features, 2048)))
     t_ids, _ = timed(lambda: inception_discriminative_scores(real, fake), 1)
     return len(items) / t_features, t_ids
 
@@ -228,7 +230,10 @@ def main() -> int:
     parser.add_argument("--lpips-images", type=int, default=32, help="images for the LPIPS timing (0 = skip)")
     parser.add_argument("--fid-crops", type=int, default=32, help="images (+ one crop each) for Inception (0 = skip)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ids-features", type=int, default=1000, help="real and fake features for the P-IDS/U-IDS "
+                        "SVM timing (default 1000 each)")
     parser.add_argument("--machine-note", default="", help="a few words about the machine, kept in the results")
+    parser.add_argument("--out", default=None, help="write OUT.json and OUT.md (default eval/results/metrics_<device>)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -261,8 +266,9 @@ def main() -> int:
                                           "t_ours": t_ours, "images": k,
                                           "max_abs_diff": {"lpips_full": d_whole, "lpips": d_crops}}
         if args.fid_crops:
-            items_per_s, t_ids = bench_inception(outs, boxes, dev, Path(tmp), args.fid_crops)
-            extra = {"inception_items_per_s": items_per_s, "pids_uids_seconds_1000_pairs": t_ids}
+            items_per_s, t_ids = bench_inception(outs, boxes, dev, Path(tmp), args.fid_crops, args.ids_features)
+            extra = {"inception_items_per_s": items_per_s, "pids_uids_features": args.ids_features,
+                     f"pids_uids_seconds_{args.ids_features}_pairs": t_ids}
     for key, row in rows.items():
         n = row.get("images", args.images)
         row.update(images_per_s_ref=n / row["t_ref"], images_per_s_ours=n / row["t_ours"],
@@ -275,10 +281,9 @@ def main() -> int:
     result = {"images": args.images, "holes": n_holes, "device": dev, "rows": rows, **extra,
               "ratio_vs_skimage": rows["rmse + ssim"]["ratio"], "machine": machine_info(),
               "machine_note": args.machine_note}
-    results = Path(__file__).parent / "results"
-    results.mkdir(exist_ok=True)
-    stem = f"metrics_{dev.split(':')[0]}"
-    (results / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"metrics_{dev.split(':')[0]}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
     md = [f"Machine: {m['cpu']}, {m['cpu_cores']} cores, torch {m['torch']} ({m['torch_threads']} threads)"
           + (f", GPU {m['gpu']}" if "gpu" in m else "") + (f"; {args.machine_note}" if args.machine_note else ""),
@@ -292,8 +297,9 @@ def main() -> int:
                   f"{row['ratio']:.1f} | {diffs} |")
     if extra:
         md += ["", f"Inception-v3 features (299², {dev}): {extra['inception_items_per_s']:.1f} images or crops/s; "
-               f"P-IDS/U-IDS SVM on 1000 + 1000 2048-d features: {extra['pids_uids_seconds_1000_pairs']:.1f} s."]
-    (results / f"{stem}.md").write_text("\n".join(md) + "\n")
+               f"P-IDS/U-IDS SVM on {args.ids_features} + {args.ids_features} 2048-d features: "
+               f"{extra[f'pids_uids_seconds_{args.ids_features}_pairs']:.1f} s."]
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     print(f"ratio_vs_skimage={result['ratio_vs_skimage']:.2f}")
     return 0

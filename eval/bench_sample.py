@@ -23,7 +23,12 @@ What is measured (each checkpoint's inference in its own fresh process, so its p
 Peak memory: CUDA max_memory_allocated, or the process's peak RSS (CPU; Python and libraries included).
 
     python eval/bench_sample.py --out eval/results/sample_cpu                  # CPU, 1 thread: ~25 min on a shared 2-core box
-    python eval/bench_sample.py --device cuda --out eval/results/sample_gpu    # a GPU: same, larger fits
+    python eval/bench_sample.py --device cuda --kinds full --batch-sizes 1,16 --out eval/results/sample_cuda
+
+On a GPU (or with --grouped yes) one child process per checkpoint trains it and then measures every batch size
+(peak memory from a reset allocator peak), which saves a CUDA start per measurement; on a CPU each measurement has
+its own process (its peak RSS is its own). --deadline S starts no new checkpoint after S seconds; the report is
+rewritten after every checkpoint, so a killed run keeps what it measured.
 """
 from __future__ import annotations
 
@@ -151,6 +156,25 @@ def measure(spec: dict) -> dict:
                                 and k != "checkpoint"}}
 
 
+def checkpoint_and_measure(spec: dict) -> dict:
+    """The grouped child: write the checkpoint, then run every measurement spec on it in this process."""
+    import gc
+
+    import torch
+
+    made = make_checkpoint(spec["checkpoint_spec"])
+    answers = []
+    for measure_spec in spec["measures"]:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        try:
+            answers.append({"result": measure(measure_spec)})
+        except Exception as err:  # noqa: BLE001 - reported per measurement (out of memory, say)
+            answers.append({"error": f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}"})
+    return {"checkpoint": made, "measures": answers}
+
+
 # ============================================================================================ parent
 
 
@@ -166,18 +190,29 @@ def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return my - b * mx, b
 
 
-def bench_model(name: str, kind: str, checkpoint: str, config: dict, args, device: str, threads) -> list[dict]:
-    """Rows for one checkpoint: one-pass timing at each batch size, or the loop fit for dcgan / repaint."""
+def plan_measures(name: str, kind: str, checkpoint: str, args, device: str, threads) -> list[dict]:
+    """The measurement specs of one checkpoint: one per batch size, or the loop fit (one spec) for dcgan /
+    repaint, plus the Predictor's tiny settings for a tiny loop checkpoint."""
     from diffinpaint.models import model_class
 
     predictor = model_class(name).package.Predictor
     base = {"model": name, "checkpoint": checkpoint, "device": device, "threads": threads}
-    rows = []
     if name in LOOPS:
         loop = LOOPS[name]
         # one process: a very short warm-up run (first-call costs), then one timed call per fit setting
-        result, why = run_child_mode("measure", {**base, "settings_list": [loop["warmup"], *loop["fits"]],
-                                            "batch_size": 1}, args.timeout)
+        specs = [{**base, "settings_list": [loop["warmup"], *loop["fits"]], "batch_size": 1}]
+        if predictor.tiny and kind == "tiny":  # the contract's settings, for reference
+            specs.append({**base, "settings": dict(predictor.tiny), "batch_size": 1})
+        return specs
+    return [{**base, "settings": {}, "batch_size": batch} for batch in args.batch_sizes]
+
+
+def rows_from(name: str, kind: str, config: dict, specs: list[dict], answers: list[tuple[dict | None, str]]) -> list[dict]:
+    """Report rows of one checkpoint from its measurements ((result, "") or (None, why) per spec)."""
+    rows = []
+    if name in LOOPS:
+        loop = LOOPS[name]
+        result, why = answers[0]
         if result is None:
             return [{"model": name, "checkpoint_kind": kind, "error": why}]
         points = []
@@ -195,19 +230,17 @@ def bench_model(name: str, kind: str, checkpoint: str, config: dict, args, devic
                      "peak_memory_mib": max(r["peak_memory_mib"] for _, r in points),
                      "memory_kind": points[0][1]["memory_kind"], "load_seconds": points[0][1]["load_seconds"],
                      "output_settings": points[-1][1]["output_settings"]})
-        if predictor.tiny and kind == "tiny":  # the contract's settings, for reference
-            result, why = run_child_mode("measure", {**base, "settings": dict(predictor.tiny), "batch_size": 1},
-                                    args.timeout)
-            if result:
-                rows.append({"model": name, "checkpoint_kind": kind, "batch_size": 1, "settings": predictor.tiny,
-                             **result})
+        for spec, (extra, _) in zip(specs[1:], answers[1:]):
+            if extra:
+                rows.append({"model": name, "checkpoint_kind": kind, "batch_size": 1, "settings": spec["settings"],
+                             **extra})
         return rows
-    for batch in args.batch_sizes:
-        result, why = run_child_mode("measure", {**base, "settings": {}, "batch_size": batch}, args.timeout)
+    for spec, (result, why) in zip(specs, answers):
         if result is None:
-            rows.append({"model": name, "checkpoint_kind": kind, "batch_size": batch, "error": why})
+            rows.append({"model": name, "checkpoint_kind": kind, "batch_size": spec["batch_size"], "error": why})
             continue
-        rows.append({"model": name, "checkpoint_kind": kind, "batch_size": batch, "settings": {}, **result})
+        rows.append({"model": name, "checkpoint_kind": kind, "batch_size": spec["batch_size"], "settings": {},
+                     **result})
     return rows
 
 
@@ -225,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="only rewrite OUT.md from OUT.json (after editing the report code)")
     parser.add_argument("--merge", action="store_true",
                         help="keep OUT.json's rows of the models not measured now (add models one at a time)")
+    parser.add_argument("--grouped", choices=("auto", "yes", "no"), default="auto",
+                        help="one child per checkpoint for training and every measurement (auto: on a GPU only)")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="start no new checkpoint after this many seconds")
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.render:
@@ -233,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.child:
         mode, spec = args.child[0], json.loads(args.child[1])
-        print(json.dumps(make_checkpoint(spec) if mode == "checkpoint" else measure(spec)))
+        run = {"checkpoint": make_checkpoint, "measure": measure, "all": checkpoint_and_measure}[mode]
+        print(json.dumps(run(spec)))
         return 0
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -256,9 +294,37 @@ def main(argv: list[str] | None = None) -> int:
         data = str(make_demo_dataset(work / "data", size=256, crops_per_photo=1, holes=2, hole_size=75, seed=0))
     vgg = None
     rows, checkpoints = [], []
+    started_at = time.perf_counter()
+    grouped = args.grouped == "yes" or (args.grouped == "auto" and device == "cuda")
+    # one thread on CPU by default: two OpenMP threads on a shared 2-core machine stall on every op while a
+    # neighbour holds a core (measured: tiny pix2pix 0.35 s instead of 2 ms per image)
+    threads = args.threads or (1 if device == "cpu" else None)
+    previous = None
+    if args.out and args.merge and Path(args.out).with_suffix(".json").is_file():
+        previous = json.loads(Path(args.out).with_suffix(".json").read_text())
+
+    def report() -> dict:
+        """The report so far, written to --out after every checkpoint (a killed run keeps what it measured)."""
+        rep = {"device": device, "input_size": INPUT_SIZE, "code": code_version(),
+               "threads": args.threads or (1 if device == "cpu" else torch.get_num_threads()),
+               "command": " ".join(["python", "eval/bench_sample.py", *(argv if argv is not None else sys.argv[1:])]),
+               "machine": machine_info(), "checkpoints": list(checkpoints), "results": list(rows),
+               "notes": list(notes), "elapsed_seconds": time.perf_counter() - started_at}
+        if previous is not None:
+            merge_previous(rep, previous, ("results", "checkpoints"))
+        if args.out:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.with_suffix(".json").write_text(json.dumps(rep, indent=2, default=str) + "\n", encoding="utf-8")
+            write_markdown(out.with_suffix(".md"), rep)
+        return rep
+
     for name in names:
         cls = trainable_class(name)
         for kind in args.kinds.split(","):
+            if args.deadline is not None and time.perf_counter() - started_at > args.deadline:
+                notes.append(f"{name} {kind}: not started, past the --deadline of {args.deadline:g} s")
+                continue
             if kind == "tiny":
                 options, steps = dict(getattr(cls, "tiny", {}) or {}), 2
                 if not options:
@@ -275,40 +341,38 @@ def main(argv: list[str] | None = None) -> int:
                         notes.append(f"{name} full checkpoint: trained its 1 step with RANDOM VGG19 weights for the "
                                      "perceptual loss (no ImageNet file offline); inference does not use VGG19")
             out = work / f"{name}_{kind}"
-            made, why = run_child_mode("checkpoint", {"model": name, "data": data, "out": str(out), "device": device,
-                                                 "steps": steps, "options": options, "threads": args.threads},
-                                  args.timeout)
+            checkpoint_spec = {"model": name, "data": data, "out": str(out), "device": device, "steps": steps,
+                               "options": options, "threads": args.threads}
+            specs = plan_measures(name, kind, str(out), args, device, threads)
+            load = os.getloadavg()[0]
+            if grouped:
+                answer, why = run_child_mode("all", {"checkpoint_spec": checkpoint_spec, "measures": specs},
+                                             args.timeout * (1 + len(specs)))
+                made = answer["checkpoint"] if answer else None
+                answers = [(a.get("result"), a.get("error", "")) for a in answer["measures"]] if answer else []
+            else:
+                made, why = run_child_mode("checkpoint", checkpoint_spec, args.timeout)
+                answers = [run_child_mode("measure", spec, args.timeout) for spec in specs] if made else []
             if made is None:
                 rows.append({"model": name, "checkpoint_kind": kind, "error": f"checkpoint {why}"})
                 print(f"{name} {kind}: checkpoint {why}", file=sys.stderr)
+                report()
                 continue
             config = json.loads((Path(made["checkpoint"]) / "config.json").read_text())
             checkpoints.append({"model": name, "kind": kind, "size": config["size"], "options": options,
                                 "steps": steps, "train_seconds": made["seconds"], "weights_mib": made["bytes"] / 2**20})
-            load = os.getloadavg()[0]
-            # one thread on CPU by default: two OpenMP threads on a shared 2-core machine stall on every op while a
-            # neighbour holds a core (measured: tiny pix2pix 0.35 s instead of 2 ms per image)
-            threads = args.threads or (1 if device == "cpu" else None)
-            for row in bench_model(name, kind, made["checkpoint"], config, args, device, threads):
+            for row in rows_from(name, kind, config, specs, answers):
                 row["threads"] = threads or torch.get_num_threads()
                 row["load_average_1min"] = [load, os.getloadavg()[0]]
                 rows.append(row)
                 print(_line(row), file=sys.stderr)
+            report()
 
-    report = {"device": device, "input_size": INPUT_SIZE, "code": code_version(),
-              "threads": args.threads or (1 if device == "cpu" else torch.get_num_threads()),
-              "command": " ".join(["python", "eval/bench_sample.py", *(argv if argv is not None else sys.argv[1:])]),
-              "machine": machine_info(), "checkpoints": checkpoints, "results": rows, "notes": notes}
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if args.merge and out.with_suffix(".json").is_file():
-            merge_previous(report, json.loads(out.with_suffix(".json").read_text()), ("results", "checkpoints"))
-        out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-        write_markdown(out.with_suffix(".md"), report)
+    report()
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    print("GPU users: python eval/bench_sample.py --device cuda --out eval/results/sample_gpu")
+    print("GPU users: python eval/bench_sample.py --device cuda --kinds full --batch-sizes 1,16 --out "
+          "eval/results/sample_cuda")
     return 0
 
 
@@ -386,7 +450,8 @@ def write_markdown(path: Path, report: dict) -> None:
                   for r in errors]
         lines += [f"- {n}" for n in report["notes"]]
     lines += ["", f"Command: `{report['command']}`", "",
-              "GPU: `python eval/bench_sample.py --device cuda --out eval/results/sample_gpu`."]
+              "GPU: `python eval/bench_sample.py --device cuda --kinds full --batch-sizes 1,16 --out "
+              "eval/results/sample_cuda` (or the whole eval/gpu_suite.sh)."]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -4,9 +4,10 @@ For each model in the registry (`diffinpaint.models.TRAINED`, read at run time, 
 benchmarked without changes here) and each configuration (size, batch, precision), two ways on the same data,
 weights and seeds, each in its own fresh process (so peak memory is that configuration's alone):
 
-  toolkit  `diffinpaint.training.trainer.train(...)` end to end, as a user runs it: DataLoader (workers 0: images
-           decoded, resized and given holes every step), RNG re-seeded per step, log.jsonl, tqdm, EMA copies, the
-           NaN check, and a sample grid + checkpoint at the end only (--sample-every = --checkpoint-every =
+  toolkit  `diffinpaint.training.trainer.train(...)` end to end, as a user runs it: each step's examples made
+           (workers 0: holes drawn, flips, stacking; decoded images cached) and copied to the device one step
+           ahead, RNG re-seeded per step, losses read every --log-every steps (log.jsonl, tqdm, the NaN check),
+           EMA copies, and a sample grid + checkpoint at the end only (--sample-every = --checkpoint-every =
            --steps, as with long runs).
   plain    a bare for-loop over the model's own `train_step`: networks from the class's `build_networks()` after
            torch.manual_seed(seed) (the trainer's init seed), moved to the device, optimisers from
@@ -19,11 +20,16 @@ Both start from the same weights and the same RNG state for step 1 (the trainer'
 first-step losses must agree: the toolkit's are read back from its log.jsonl, and both are printed.
 
 Timing: step 1 is a warm-up; steps 2..N are timed (toolkit: from the start of step 2's train_step to the moment
-the trainer starts its end-of-run sample grid, i.e. every per-step cost of the trainer after step N included;
+the trainer starts its end-of-run sample grid, i.e. every per-step cost of the trainer after step N included, the
+last read of the losses too; on a GPU the device is synchronised only there and at step 2's start, as the plain
+loop is at its first and last timed step: neither waits for the device in between;
 the end-of-run sample grid + checkpoint are reported separately as a one-off cost, and amortised over the model's
 default --steps in one extra column). overhead = time(toolkit) / time(plain) - 1.
 How the toolkit run is timed: the model class is subclassed to stamp the clock on entry to train_step, and the
 trainer module's write_sample_grid is wrapped to stamp its start; nothing else is changed.
+Steps per run: --steps, else 20 on a GPU, 5 on a CPU; with --quick, as many as make about --quick-seconds (1.5 s)
+of timed plain-loop steps (at least 8, at most 200), decided by the first plain run of each row (a tiny model's
+12 ms step measured over 7 steps is noise).
 
 Peak memory: CUDA: torch.cuda.max_memory_allocated over the run; CPU: the process's peak resident set size
 (VmHWM; includes Python, torch and the libraries), with its value just before the networks are built
@@ -35,9 +41,14 @@ counts the work done rather than the time other jobs held the cores; wall-time o
 --repeats N runs each way N times in ABBA order and keeps each way's faster run. Configurations over 5 % are
 re-run once under cProfile (not with --quick unless --profile yes) to show where the trainer's time goes.
 
+On a GPU all runs of one model share one child process (peak memory = max_memory_allocated after a reset, so
+runs need no process of their own there; this saves a CUDA start per run), and a batch that runs out of memory is
+halved until it fits (the row says the batch it ran). --deadline S stops starting new rows after S seconds (a
+time-boxed GPU suite); the report is rewritten after every row, so a killed run keeps what it measured.
+
     python eval/bench_train.py --quick --out eval/results/train_cpu_quick     # every model at 64², batch 2, ~3 min
     python eval/bench_train.py --device cpu --batch-sizes 1,8 --steps 4 --repeats 2 --out eval/results/train_cpu
-    python eval/bench_train.py --device cuda --steps 20 --out eval/results/train_gpu   # batch 1 and 8, fp32 + bf16
+    python eval/bench_train.py --device cuda --batch-sizes 16 --out eval/results/train_cuda  # fp32 + bf16
     python eval/bench_train.py --models dcgan --batch-sizes 1 --steps 30 --merge --out eval/results/train_cpu
                                                   # add or re-measure rows, keeping the file's other rows
 
@@ -107,7 +118,8 @@ def run_toolkit(spec: dict) -> dict:
 
     class Timed(cls):  # same name, options and step: only the clock is added
         def train_step(self, batch):
-            _sync(device)
+            if len(stamps) == 1:  # the timed steps start: step 1's device work is done (the only sync until the end)
+                _sync(device)
             stamps.append((time.perf_counter(), time.process_time()))
             return super().train_step(batch)
 
@@ -131,9 +143,12 @@ def run_toolkit(spec: dict) -> dict:
     called = time.perf_counter()
     if profiler:
         profiler.enable()
-    trainer.train(Timed, cfg, opts)
-    if profiler:
-        profiler.disable()
+    try:
+        trainer.train(Timed, cfg, opts)
+    finally:
+        if profiler:
+            profiler.disable()
+        trainer.write_sample_grid = original_grid
     _sync(device)
     returned = time.perf_counter()
     peak, kind = peak_memory(device)
@@ -214,29 +229,68 @@ def run_plain(spec: dict) -> dict:
     # step 1 draws from the same RNG state as the trainer's step 1 (it re-seeds from (seed, step 0, rank 0));
     # a plain loop seeds once, so later steps draw differently, which changes no cost
     torch.manual_seed(int(np.random.SeedSequence([cfg.seed, 2, 0, 0]).generate_state(1)[0]))
-    times, cpu_times, first = [], [], None
+    # the device is synchronised before the first timed step and after the last one only: like the trainer, the
+    # loop never waits for it in between (per-step times are host times on a GPU)
+    stamps, first = [], None
+    seconds = spec.get("seconds")  # --quick: stop once this much was timed (at least `min_steps` steps in all)
     for step, batch in enumerate(batches):
         model.step = step
-        _sync(device)
-        started, cpu_started = time.perf_counter(), time.process_time()
+        if step == 1:
+            _sync(device)
+        stamps.append((time.perf_counter(), time.process_time()))
         with autocast:
             losses = model.train_step(batch)
-        _sync(device)
-        times.append(time.perf_counter() - started)
-        cpu_times.append(time.process_time() - cpu_started)
-        first = first or losses
+        if step == 0:
+            first = {k: float(v) for k, v in losses.items()}  # the one read of the losses (untimed step 1)
+        if seconds and step + 1 >= spec.get("min_steps", 8) and time.perf_counter() - stamps[min(1, step)][0] >= seconds:
+            break
+    _sync(device)
+    stamps.append((time.perf_counter(), time.process_time()))
+    timed = stamps[1:]
+    per_step = [b[0] - a[0] for a, b in zip(timed[:-1], timed[1:])]
+    per_step_cpu = [b[1] - a[1] for a, b in zip(timed[:-1], timed[1:])]
     peak, kind = peak_memory(device)
-    return {"seconds": sum(times[1:]), "cpu_seconds": sum(cpu_times[1:]), "per_step": times[1:],
-            "per_step_cpu": cpu_times[1:], "setup_seconds": setup, "end_seconds": 0.0,
+    return {"seconds": timed[-1][0] - timed[0][0], "cpu_seconds": timed[-1][1] - timed[0][1], "per_step": per_step,
+            "per_step_cpu": per_step_cpu, "setup_seconds": setup, "end_seconds": 0.0, "steps_run": len(stamps) - 1,
             "first_step_losses": first, "peak_memory_mib": peak, "baseline_memory_mib": baseline,
             "memory_kind": kind}
 
 
+def run_many(specs: list[dict]) -> list[dict]:
+    """Several runs in this one process (GPU): each one's peak memory from a reset allocator peak; a run that fails
+    (out of memory, say) is reported and the next one runs."""
+    import gc
+    import traceback
+
+    import torch
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    results = []
+    for spec in specs:
+        # accelerate keeps one process-wide state (its mixed precision included): each run starts from a fresh one,
+        # as in a process of its own
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+        try:
+            if spec.get("fake_oom_above") is not None and spec["batch_size"] > spec["fake_oom_above"]:
+                raise RuntimeError(f"CUDA out of memory (simulated for batch {spec['batch_size']})")
+            results.append({"result": (run_toolkit if spec["impl"] == "toolkit" else run_plain)(spec)})
+        except Exception as err:  # noqa: BLE001 - reported per run, the others still run
+            last = traceback.format_exception_only(type(err), err)[-1].strip()
+            results.append({"error": f"failed: {last[:300]}"})
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return results
+
+
 def _attribute(profiler: cProfile.Profile, timed_steps: int, cls) -> dict:
     """Where train()'s time goes: the cumulative seconds of each function train() calls directly (its loop's
-    pieces: the DataLoader's __next__, the model's train_step, EMACopies.update, the schedulers, manual_seed,
-    tqdm, json.dumps, open, .item(), the end-of-run sample grid and checkpoint, ...) and, one level down, of what
-    EMACopies.update and the DataLoader call. cProfile's own cost inflates Python-heavy pieces somewhat."""
+    pieces: the batches made one step ahead, the model's train_step, EMACopies.update, the schedulers, the
+    re-seeding, tqdm, the block reads of the losses, the end-of-run sample grid and checkpoint, ...) and, one level
+    down, of what EMACopies.update and host_batches (the examples of each step) call. cProfile's own cost inflates
+    Python-heavy pieces somewhat."""
     stats = pstats.Stats(profiler).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
 
     def callees(caller_file: str, caller_name: str) -> list[tuple[str, int, float]]:
@@ -254,8 +308,8 @@ def _attribute(profiler: cProfile.Profile, timed_steps: int, cls) -> dict:
             out["train_seconds"] = ct
     out["direct"] = [{"name": n, "calls": c, "seconds": t} for n, c, t in callees("training/trainer.py", "train")]
     out["ema_update"] = [{"name": n, "calls": c, "seconds": t} for n, c, t in callees("training/trainer.py", "update")]
-    out["dataloader_next"] = [{"name": n, "calls": c, "seconds": t}
-                              for n, c, t in callees("utils/data/dataloader.py", "_next_data")]
+    out["dataloader_next"] = [{"name": n, "calls": c, "seconds": t}  # the examples of each step (workers 0)
+                              for n, c, t in callees("training/data.py", "host_batches")]
     out["_note"] = (f"cProfile over the whole train() call ({timed_steps + 1} steps; setup and end included): "
                     "cumulative seconds of each function train() calls directly")
     return out
@@ -281,7 +335,7 @@ def write_random_vgg(path: Path) -> Path:
     return path
 
 
-def model_plan(name: str, quick: bool, vgg_source) -> tuple[dict, list[str]]:
+def model_plan(name: str, quick: bool, vgg_source, size: int | None = None) -> tuple[dict, list[str]]:
     """The options of one model's configuration, and notes on what was changed from the brief's sizes."""
     import dataclasses
 
@@ -295,9 +349,11 @@ def model_plan(name: str, quick: bool, vgg_source) -> tuple[dict, list[str]]:
         tiny = dict(getattr(cls, "tiny", {}) or {})
         if not tiny:
             notes.append(f"{name} has no `tiny` configuration: its defaults are used at 64 px")
-        options = {**tiny, "size": 64}
+        options = {**tiny, "size": size or 64}
     else:
         options = {}  # the model's defaults, its own size included (256, or 64 / 32 where that is the model's)
+        if size:
+            options["size"] = size
     fields = {f.name for f in dataclasses.fields(cls.Options)}
     if "vgg_weights" in fields and configs_from_options(cls, options)[1].perceptual:
         vgg_file = vgg_source()  # None when the real file is in torch's hub cache
@@ -312,7 +368,7 @@ def model_plan(name: str, quick: bool, vgg_source) -> tuple[dict, list[str]]:
         model.check()
     except UserError as err:
         if quick and "size" in getattr(cls, "tiny", {}):
-            notes.append(f"{name}: 64 px refused ({err}); its tiny size {cls.tiny['size']} used")
+            notes.append(f"{name}: {options['size']} px refused ({err}); its tiny size {cls.tiny['size']} used")
             options["size"] = cls.tiny["size"]
         else:
             raise
@@ -321,6 +377,14 @@ def model_plan(name: str, quick: bool, vgg_source) -> tuple[dict, list[str]]:
 
 def run_one(spec: dict, timeout: float) -> tuple[dict | None, str]:
     return run_child(__file__, ["--one", json.dumps(spec)], timeout)
+
+
+def run_group(specs: list[dict], timeout: float) -> list[tuple[dict | None, str]]:
+    """Several runs in one child process (GPU); (result, "") or (None, why) for each."""
+    answer, why = run_child(__file__, ["--many", json.dumps(specs)], timeout)
+    if answer is None:
+        return [(None, why)] * len(specs)
+    return [(a.get("result"), a.get("error", "")) for a in answer]
 
 
 def compare(a: dict, b: dict, by_cpu_time: bool) -> dict:
@@ -339,43 +403,60 @@ def compare(a: dict, b: dict, by_cpu_time: bool) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="every model's tiny configuration at 64 px, batch 2, a few steps, 1 thread")
+                        help="every model's tiny configuration at 64 px, batch 2, ~--quick-seconds of steps, 1 thread")
+    parser.add_argument("--quick-seconds", type=float, default=1.5,
+                        help="--quick without --steps: timed plain-loop seconds that set each row's step count")
     parser.add_argument("--models", default=None, help="comma-separated (default: every model in TRAINED)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--batch-sizes", default="1,8")
-    parser.add_argument("--precisions", default="fp32,bf16", help="bf16 is measured only where CUDA is available")
+    parser.add_argument("--batch-sizes", default=None, help="default 1,8 on a CPU, 16 on a GPU (halved until it "
+                        "fits)")
+    parser.add_argument("--precisions", default=None, help="default fp32,bf16 on a GPU, fp32 on a CPU (bf16 on a CPU "
+                        "only when asked: autocast there is slow and says nothing about GPUs)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="steps per run; step 1 is a warm-up (default 5, --quick 8)")
+                        help="steps per run; step 1 is a warm-up (default: 20 on a GPU, 5 on a CPU; --quick: "
+                             "from --quick-seconds)")
+    parser.add_argument("--size", type=int, default=None, help="--size for every model (default: each model's own; "
+                        "--quick: 64)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on CPU, see below)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs of each way, in ABBA order; the faster run of each way is reported (default 1)")
     parser.add_argument("--budget", type=float, default=240.0,
                         help="seconds one configuration (both ways) may take; larger ones are skipped, estimated "
                              "from the model's batch-1 time (default 240)")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="start no new row after this many seconds (rows not started are listed as not measured)")
     parser.add_argument("--profile", choices=("auto", "yes", "no"), default="auto",
                         help="re-run the toolkit way under cProfile: auto = configurations over 5%% overhead, "
                              "except with --quick (default auto)")
     parser.add_argument("--data", default=None, help="dataset folder (default: the demo set, made in a temp dir)")
-    parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    parser.add_argument("--out", default=None, help="write OUT.json and OUT.md (rewritten after every row)")
     parser.add_argument("--render", default=None, metavar="OUT",
                         help="only rewrite OUT.md from OUT.json (after editing the report code)")
     parser.add_argument("--merge", action="store_true",
                         help="keep OUT.json's rows of the models not measured now (add models one at a time)")
+    parser.add_argument("--grouped", choices=("auto", "yes", "no"), default="auto",
+                        help="all runs of a model in one child process (auto: on a GPU only; a CPU's peak memory "
+                             "needs a process per run)")
+    parser.add_argument("--fake-oom-above", type=int, default=None, help=argparse.SUPPRESS)  # tests: batch > N fails
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--many", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.render:
         out = Path(args.render)
         write_markdown(out.with_suffix(".md"), json.loads(out.with_suffix(".json").read_text()))
         return 0
 
-    if args.one:  # the child: one configuration, one way
-        spec = json.loads(args.one)
+    if args.one or args.many:  # the child: one configuration, one way (or several runs on a GPU)
+        specs = json.loads(args.one or args.many)
         import torch
 
-        if spec.get("threads"):
-            torch.set_num_threads(spec["threads"])
-        result = (run_toolkit if spec["impl"] == "toolkit" else run_plain)(spec)
-        print(json.dumps(result))
+        threads = (specs if args.one else specs[0]).get("threads") if specs else None
+        if threads:
+            torch.set_num_threads(threads)
+        if args.one:
+            print(json.dumps((run_toolkit if specs["impl"] == "toolkit" else run_plain)(specs)))
+        else:
+            print(json.dumps(run_many(specs)))
         return 0
 
     import torch
@@ -383,23 +464,35 @@ def main(argv: list[str] | None = None) -> int:
     from diffinpaint.models import TRAINED, trainable_class
     from machine import machine_info
 
+    started_at = time.perf_counter()
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    steps = args.steps or (8 if args.quick else 5)
+    cuda = device == "cuda"
+    grouped = args.grouped == "yes" or (args.grouped == "auto" and cuda)
     # one thread on CPU by default: with two OpenMP threads on a shared 2-core machine, every op waits for the
     # slower thread and a busy neighbour made single steps 5-10x slower (measured); one thread is stable
     threads = args.threads or (1 if device == "cpu" else None)
     # on a CPU with one torch thread the process's CPU time counts the work done, not the time other jobs on the
     # shared machine held the cores: the headline overhead uses it there, and wall time elsewhere
     basis = "cpu_seconds" if device == "cpu" and threads == 1 else "seconds"
-    batch_sizes = [2] if args.quick else [int(b) for b in args.batch_sizes.split(",")]
-    precisions = [p for p in args.precisions.split(",") if p == "fp32" or bf16_usable(device)]
+    if args.quick:
+        batch_sizes = [2]
+    else:
+        batch_sizes = [int(b) for b in (args.batch_sizes or ("16" if cuda else "1,8")).split(",")]
+    adaptive = args.quick and args.steps is None
+    default_steps = args.steps or (8 if args.quick else 20 if cuda else 5)
+    asked = args.precisions or ("fp32,bf16" if cuda else "fp32")
+    precisions = [p for p in asked.split(",") if p == "fp32" or bf16_usable(device) or
+                  (device == "cpu" and args.precisions is not None)]
     names = args.models.split(",") if args.models else list(TRAINED)  # read now: models may have been added
     notes = []
-    if "bf16" in args.precisions and "bf16" not in precisions:
-        notes.append(f"bf16 not measured: only with CUDA (device here: {device})")
+    if "bf16" in asked and "bf16" not in precisions:
+        notes.append(f"bf16 not measured: this CUDA device has no bf16 ({device})")
     for name in ("dcgan", "transgan"):
         if name not in TRAINED:
             notes.append(f"{name} is not registered in diffinpaint.models.TRAINED at run time: not measured")
+    if adaptive:
+        notes.append(f"steps per row: as many as make ~{args.quick_seconds:g} s of timed plain-loop steps (8 to 200), "
+                     "set by each row's first plain run")
     tmp = tempfile.TemporaryDirectory(prefix="bench_train_")
     work = Path(tmp.name)
     data = args.data
@@ -420,16 +513,124 @@ def main(argv: list[str] | None = None) -> int:
         return vgg_cache[0]
 
     results, skipped = [], []
+    command = " ".join(["python", "eval/bench_train.py", *(argv if argv is not None else sys.argv[1:])])
+    previous = None
+    if args.out and args.merge and Path(args.out).with_suffix(".json").is_file():
+        previous = json.loads(Path(args.out).with_suffix(".json").read_text())
+
+    def report() -> dict:
+        """The report so far, written to --out (after every row, so a killed run keeps what it measured)."""
+        overheads = [r["overhead"] for r in results]
+        rep = {"device": device, "quick": args.quick, "steps": default_steps, "repeats": args.repeats,
+               "threads": threads or torch.get_num_threads(), "command": command, "machine": machine_info(),
+               "results": list(results), "not_measured": list(skipped), "notes": list(notes),
+               "trainer_overhead_max": max(overheads) if overheads else float("nan"),
+               "elapsed_seconds": time.perf_counter() - started_at}
+        if previous is not None:
+            merge_previous(rep, previous, ("results", "not_measured"))
+            overheads = [r["overhead"] for r in rep["results"]]
+            rep["trainer_overhead_max"] = max(overheads) if overheads else float("nan")
+        if args.out:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.with_suffix(".json").write_text(json.dumps(rep, indent=2) + "\n", encoding="utf-8")
+            write_markdown(out.with_suffix(".md"), rep)
+        return rep
+
+    def out_of_time() -> bool:
+        return args.deadline is not None and time.perf_counter() - started_at > args.deadline
+
+    def spec_for(name, options, batch, precision, impl, r, steps, **extra) -> dict:
+        return {"model": name, "impl": impl, "options": options, "data": data, "steps": steps,
+                "out": str(work / f"{name}_b{batch}_{precision}_{impl}_{r}_{steps}"), "batch_size": batch,
+                "precision": precision, "device": device, "threads": threads,
+                "fake_oom_above": args.fake_oom_above, **extra}
+
+    def finish_row(name, options, batch, precision, steps, runs: dict, load_before: float) -> dict:
+        row = {"model": name, "code": code_version(), "size": options.get("size"), "batch_size": batch,
+               "precision": precision, "repeats": args.repeats, "device": device, "steps": steps,
+               "timed_steps": steps - 1, "options": options, "load_average_1min": [load_before, os.getloadavg()[0]]}
+        # each way's least disturbed run (the fastest timed steps); all runs' times are kept
+        row["repeat_seconds"] = {k: [x["seconds"] for x in v] for k, v in runs.items()}
+        row["repeat_cpu_seconds"] = {k: [x["cpu_seconds"] for x in v] for k, v in runs.items()}
+        best = {k: min(v, key=lambda x: x[basis]) for k, v in runs.items()}
+        row["size"] = row["size"] or trainable_class(name).defaults.get("size", 256)
+        row.update(runs=best, **compare(best["toolkit"], best["plain"], basis == "cpu_seconds"))
+        model_steps = trainable_class(name).defaults.get("steps", 2000)
+        per_step_a = best["toolkit"][basis] / (steps - 1)
+        row["default_steps"] = model_steps
+        row["overhead_with_end_amortised"] = (  # the end cost is wall time (it includes file writes)
+            (per_step_a + best["toolkit"]["end_seconds"] / model_steps) / (best["plain"][basis] / (steps - 1)) - 1.0)
+        print(f"{name:9s} {row['size']:>3}px batch {batch} {precision}: {steps - 1} timed steps, plain "
+              f"{(steps - 1) / best['plain']['seconds']:.3f} steps/s, toolkit "
+              f"{(steps - 1) / best['toolkit']['seconds']:.3f} steps/s (wall), overhead {row['overhead']:+.1%} "
+              f"({row['overhead_basis']}; wall {row['overhead_wall']:+.1%}, median wall step "
+              f"{row['overhead_median_step']:+.1%}); first-step losses plain "
+              f"{_fmt(best['plain']['first_step_losses'])} | toolkit "
+              f"{_fmt(best['toolkit']['first_step_losses'])} (max |diff| "
+              f"{row['first_step_loss_max_abs_diff']:.3g})", file=sys.stderr)
+        return row
+
+    def maybe_profile(row: dict, name, options, batch, precision, steps) -> None:
+        if args.profile == "yes" or (args.profile == "auto" and not args.quick and row["overhead"] > OVERHEAD_LIMIT):
+            spec = spec_for(name, options, batch, precision, "toolkit", "profile", steps, profile=True)
+            profiled, why = run_one(spec, timeout=max(120.0, 3 * args.budget))
+            row["profile"] = profiled["profile"] if profiled else {"_note": why}
+            if profiled:
+                _print_profile(row["profile"], steps)
+
+    # ABBA order over the repeats, so a slow spell of the shared machine hits both ways alike
+    order = [("plain", "toolkit") if r % 2 == 0 else ("toolkit", "plain") for r in range(args.repeats)]
     for name in names:
+        if out_of_time():
+            skipped.append({"model": name, "why": f"not started: past the --deadline of {args.deadline:g} s"})
+            continue
         try:
-            options, model_notes = model_plan(name, args.quick, vgg_file)
+            options, model_notes = model_plan(name, args.quick, vgg_file, args.size)
         except Exception as err:  # noqa: BLE001 - a model that cannot even be planned is reported, not fatal
             skipped.append({"model": name, "why": f"cannot configure: {err}"})
             continue
         notes += model_notes
+        if grouped:
+            # every run of this model in one child; an out-of-memory batch is halved and tried again
+            todo = [(batch, precision) for batch in batch_sizes for precision in precisions]
+            while todo and not out_of_time():
+                specs = [spec_for(name, options, b, p, impl, r, default_steps)
+                         for b, p in todo for r, pair in enumerate(order) for impl in pair]
+                load = os.getloadavg()[0]
+                answers = run_group(specs, timeout=max(300.0, 3 * args.budget))
+                retry = []
+                for i, (b, p) in enumerate(todo):
+                    mine = answers[i * 2 * args.repeats:(i + 1) * 2 * args.repeats]
+                    mine_specs = specs[i * 2 * args.repeats:(i + 1) * 2 * args.repeats]
+                    failed = next((why for result, why in mine if result is None), "")
+                    if failed:
+                        if "out of memory" in failed.lower() and b > 1:
+                            notes.append(f"{name} {p}: batch {b} ran out of GPU memory; tried {b // 2}")
+                            retry.append((b // 2, p))
+                        else:
+                            skipped.append({"model": name, "batch_size": b, "precision": p, "why": failed})
+                            print(f"{name} batch {b} {p}: {failed}", file=sys.stderr)
+                        continue
+                    runs = {"plain": [], "toolkit": []}
+                    for spec, (result, _) in zip(mine_specs, mine):
+                        runs[spec["impl"]].append(result)
+                    row = finish_row(name, options, b, p, default_steps, runs, load)
+                    maybe_profile(row, name, options, b, p, default_steps)
+                    results.append(row)
+                    report()
+                todo = retry
+            if todo:
+                skipped += [{"model": name, "batch_size": b, "precision": p,
+                             "why": f"not started: past the --deadline of {args.deadline:g} s"} for b, p in todo]
+            continue
         batch1_seconds = None
         for batch in batch_sizes:
             for precision in precisions:
+                if out_of_time():
+                    skipped.append({"model": name, "batch_size": batch, "precision": precision,
+                                    "why": f"not started: past the --deadline of {args.deadline:g} s"})
+                    continue
                 if batch1_seconds is not None and batch > 1:
                     # the batch-1 runs' wall time with their steps made `batch` times longer
                     fixed, per_step = batch1_seconds
@@ -439,83 +640,44 @@ def main(argv: list[str] | None = None) -> int:
                                         "why": f"estimated {estimate:.0f} s from batch 1 (budget {args.budget:.0f} s)"})
                         print(f"skip {name} batch {batch} {precision}: {skipped[-1]['why']}", file=sys.stderr)
                         continue
-                row = {"model": name, "code": code_version(), "size": options.get("size"), "batch_size": batch,
-                       "precision": precision, "repeats": args.repeats,
-                       "device": device, "steps": steps, "timed_steps": steps - 1, "options": options,
-                       "load_average_1min": [os.getloadavg()[0]]}
+                load = os.getloadavg()[0]
                 runs, failed = {"plain": [], "toolkit": []}, ""
-                # ABBA order over the repeats, so a slow spell of the shared machine hits both ways alike
-                order = [("plain", "toolkit") if r % 2 == 0 else ("toolkit", "plain") for r in range(args.repeats)]
+                steps = default_steps
+                wall = {"plain": 0.0, "toolkit": 0.0}
                 for r, impl in ((r, impl) for r, pair in enumerate(order) for impl in pair):
-                    spec = {"model": name, "impl": impl, "options": options, "data": data, "steps": steps,
-                            "out": str(work / f"{name}_b{batch}_{precision}_{impl}_{r}"), "batch_size": batch,
-                            "precision": precision, "device": device, "threads": threads}
-                    started = time.perf_counter()
+                    extra = {}
+                    if adaptive and not runs["plain"] and impl == "plain":  # this run sets the row's steps
+                        steps_max = 200
+                        extra = {"seconds": args.quick_seconds, "min_steps": 8}
+                    spec = spec_for(name, options, batch, precision, impl, r,
+                                    steps_max if extra else steps, **extra)
+                    began = time.perf_counter()
                     result, why = run_one(spec, timeout=max(120.0, 3 * args.budget))
                     if result is None:
                         failed = f"{impl} {why}"
                         break
-                    result["wall_seconds"] = time.perf_counter() - started
+                    if extra:
+                        steps = result["steps_run"]
+                    wall[impl] += time.perf_counter() - began
                     runs[impl].append(result)
-                if not failed:
-                    # each way's least disturbed run (the fastest timed steps); all runs' times are kept
-                    row["repeat_seconds"] = {k: [x["seconds"] for x in v] for k, v in runs.items()}
-                    row["repeat_cpu_seconds"] = {k: [x["cpu_seconds"] for x in v] for k, v in runs.items()}
-                    runs = {k: min(v, key=lambda x: x[basis]) for k, v in runs.items()}
-                row["load_average_1min"].append(os.getloadavg()[0])
                 if failed:
                     skipped.append({"model": name, "batch_size": batch, "precision": precision, "why": failed})
                     print(f"{name} batch {batch} {precision}: {failed}", file=sys.stderr)
                     continue
-                row["size"] = row["size"] or trainable_class(name).defaults.get("size", 256)
-                row.update(runs=runs, **compare(runs["toolkit"], runs["plain"], basis == "cpu_seconds"))
-                default_steps = trainable_class(name).defaults.get("steps", 2000)
-                per_step_a = runs["toolkit"][basis] / (steps - 1)
-                row["default_steps"] = default_steps
-                row["overhead_with_end_amortised"] = (  # the end cost is wall time (it includes file writes)
-                    (per_step_a + runs["toolkit"]["end_seconds"] / default_steps)
-                    / (runs["plain"][basis] / (steps - 1)) - 1.0)
+                row = finish_row(name, options, batch, precision, steps, runs, load)
                 if batch == 1 and precision == "fp32":
-                    stepping = steps * (runs["toolkit"]["seconds"] + runs["plain"]["seconds"]) / (steps - 1)
-                    batch1_seconds = (runs["toolkit"]["wall_seconds"] + runs["plain"]["wall_seconds"] - stepping,
-                                      stepping)
-                print(f"{name:9s} {row['size']:>3}px batch {batch} {precision}: plain "
-                      f"{(steps - 1) / runs['plain']['seconds']:.3f} steps/s, toolkit "
-                      f"{(steps - 1) / runs['toolkit']['seconds']:.3f} steps/s (wall), overhead {row['overhead']:+.1%} "
-                      f"({row['overhead_basis']}; wall {row['overhead_wall']:+.1%}, median wall step "
-                      f"{row['overhead_median_step']:+.1%}); first-step losses plain "
-                      f"{_fmt(runs['plain']['first_step_losses'])} | toolkit "
-                      f"{_fmt(runs['toolkit']['first_step_losses'])} (max |diff| "
-                      f"{row['first_step_loss_max_abs_diff']:.3g})", file=sys.stderr)
-                if args.profile == "yes" or (args.profile == "auto" and not args.quick
-                                             and row["overhead"] > OVERHEAD_LIMIT):
-                    spec = {"model": name, "impl": "toolkit", "options": options, "data": data, "steps": steps,
-                            "out": str(work / f"{name}_b{batch}_{precision}_profile"), "batch_size": batch,
-                            "precision": precision, "device": device, "threads": threads, "profile": True}
-                    profiled, why = run_one(spec, timeout=max(120.0, 3 * args.budget))
-                    row["profile"] = profiled["profile"] if profiled else {"_note": why}
-                    if profiled:
-                        _print_profile(row["profile"], steps)
+                    best = row["runs"]
+                    stepping = steps * (best["toolkit"]["seconds"] + best["plain"]["seconds"]) / (steps - 1)
+                    batch1_seconds = ((wall["toolkit"] + wall["plain"]) / args.repeats - stepping, stepping)
+                maybe_profile(row, name, options, batch, precision, steps)
                 results.append(row)
+                report()
 
-    overheads = [r["overhead"] for r in results]
-    worst = max(overheads) if overheads else float("nan")
-    report = {"device": device, "quick": args.quick, "steps": steps, "repeats": args.repeats, "threads": threads or torch.get_num_threads(),
-              "command": " ".join(["python", "eval/bench_train.py", *(argv if argv is not None else sys.argv[1:])]),
-              "machine": machine_info(), "results": results, "not_measured": skipped, "notes": notes,
-              "trainer_overhead_max": worst}
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if args.merge and out.with_suffix(".json").is_file():
-            merge_previous(report, json.loads(out.with_suffix(".json").read_text()), ("results", "not_measured"))
-            overheads = [r["overhead"] for r in report["results"]]
-            worst = report["trainer_overhead_max"] = max(overheads) if overheads else float("nan")
-        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        write_markdown(out.with_suffix(".md"), report)
+    final = report()
+    worst = final["trainer_overhead_max"]
     for line in notes + [f"not measured: {s}" for s in skipped]:
         print(f"note: {line}", file=sys.stderr)
-    print("GPU users: python eval/bench_train.py --device cuda --steps 20 --out eval/results/train_gpu")
+    print("GPU users: python eval/bench_train.py --device cuda --batch-sizes 16 --out eval/results/train_cuda")
     print(f"trainer_overhead_max={worst:.4f}")
     return 0
 
@@ -528,7 +690,7 @@ def _profile_rows(profile: dict, floor_ms: float = 0.5, top: int = 14) -> list[t
     """(section, function, total ms, calls) of the profile's largest pieces (at least floor_ms in all)."""
     rows = []
     for section, key in (("train()", "direct"), ("EMACopies.update", "ema_update"),
-                         ("DataLoader._next_data", "dataloader_next")):
+                         ("data.host_batches", "dataloader_next")):
         entries = [e for e in profile.get(key, []) if 1000 * e["seconds"] >= floor_ms][:top]
         rows += [(section, e["name"], 1000 * e["seconds"], e["calls"]) for e in entries]
     return rows
@@ -558,15 +720,18 @@ def write_markdown(path: Path, report: dict) -> None:
              "JSON). "
              "`plain` = a bare loop over the model's train_step on batches prepared up front (data loading NOT "
              "timed), networks from build_networks() after the same seed; `toolkit` = "
-             "diffinpaint.training.trainer.train end to end (DataLoader with workers 0, per-step re-seed, log.jsonl, "
-             "tqdm, EMA, NaN check; sample grid + checkpoint only at the end, reported apart as `end s`). "
+             "diffinpaint.training.trainer.train end to end (batches made one step ahead with workers 0, per-step "
+             "re-seed, losses read every --log-every steps for log.jsonl, tqdm and the NaN check, EMA; sample grid + "
+             "checkpoint only at the end, reported apart as `end s`). "
              "overhead = toolkit time / plain time − 1 over the timed steps, from the process's CPU time "
              "(user + system; with one torch thread it counts the work done, not the time other jobs held the "
              "shared cores) and from wall time; `median wall step` = the same from the median step; `amortised` "
              "adds the end cost (wall) to the headline basis, spread over the model's default --steps. "
              f"Headline (trainer_overhead_max): {report['results'][0]['overhead_basis'] if report['results'] else '?'}"
              ". Steps/s are wall time. "
-             "Each way runs in a fresh process: peak memory is "
+             "Each way runs in a fresh process (on a GPU all runs of a model share one, each run's peak from a "
+             "reset allocator peak; the device is synchronised only at the first timed step and at the end): peak "
+             "memory is "
              f"{report['results'][0]['runs']['plain']['memory_kind'] if report['results'] else '?'}"
              " (CPU: whole process incl. Python and libraries; Δ = above the value just before the networks were "
              "built).", "",
@@ -623,8 +788,8 @@ def write_markdown(path: Path, report: dict) -> None:
     if report["notes"]:
         lines += ["", "## Notes", "", *[f"- {n}" for n in report["notes"]]]
     lines += ["", f"Command: `{report['command']}`",
-              "", "GPU: `python eval/bench_train.py --device cuda --steps 20 --out eval/results/train_gpu` "
-              "(batch 1 and 8, fp32 and bf16)."]
+              "", "GPU: `python eval/bench_train.py --device cuda --batch-sizes 16 --out eval/results/train_cuda` "
+              "(fp32 and bf16; or the whole eval/gpu_suite.sh)."]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -5,6 +5,7 @@
 #   SD_MODEL=/path/to/stable-diffusion-inpainting make demo
 #   FID_WEIGHTS=/path/to/pt_inception-2015-12-05-6726825d.pth LPIPS_WEIGHTS=/path/to/alexnet-owt-7be5be79.pth make demo
 #   VGG_WEIGHTS=/path/to/vgg19-dcbb9e9d.pth make demo        (DMFN's perceptual losses; without: --no-perceptual)
+#   ADE20K_WEIGHTS=/path/to/encoder_epoch_20.pth make demo    (LaMa's HRF perceptual loss; without: --no-perceptual)
 #   DEMO_STEPS=2000 make demo                                 (longer training)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,18 +36,22 @@ if .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available
     [dcgan]="--size 64 --batch-size 64"
     [transgan]="--size 32 --batch-size 64 --mixed-precision bf16"
     [repaint]="--size 64 --batch-size 16 --mixed-precision bf16"
+    [lama]="--size 256 --batch-size 8 --mixed-precision bf16"
   )
   INFER=(--dcgan-iterations 1500 --repaint-steps 250)
 else  # a few minutes on 2 cores: small networks at small sizes (the test photos are resized in and out)
   STEPS=${DEMO_STEPS:-150}
   # --preset quick: each model's small CPU configuration (`diffinpaint train NAME --preset quick --dry-run` prints it)
   declare -A TRAIN=([pix2pix]="--preset quick" [deepfill]="--preset quick" [dmfn]="--preset quick"
-                    [dcgan]="--preset quick" [transgan]="--preset quick" [repaint]="--preset quick")
+                    [dcgan]="--preset quick" [transgan]="--preset quick" [repaint]="--preset quick"
+                    [lama]="--preset quick")
   INFER=(--dcgan-iterations 150 --dcgan-restarts 2 --repaint-steps 50 --repaint-jump-length 5 --repaint-jump-n-sample 2)
 fi
 if [ -n "${VGG_WEIGHTS:-}" ]; then TRAIN[dmfn]+=" --vgg-weights $VGG_WEIGHTS"; else TRAIN[dmfn]+=" --no-perceptual"; fi
+if [ -n "${ADE20K_WEIGHTS:-}" ]; then TRAIN[lama]+=" --perceptual-weights $ADE20K_WEIGHTS"; else
+  TRAIN[lama]+=" --no-perceptual"; fi
 CKPT_ARGS=()
-for model in pix2pix deepfill dmfn dcgan transgan repaint; do
+for model in pix2pix deepfill dmfn dcgan transgan repaint lama; do
   RESUME=()
   compgen -G "$OUT/$model/checkpoints/step_*" > /dev/null && RESUME=(--resume)
   # shellcheck disable=SC2086
@@ -60,7 +65,7 @@ for model in pix2pix deepfill dmfn dcgan transgan repaint; do
 done
 
 # 3. Score on the held-out split only
-MODELS=grey,ring_mean,telea,ns,pix2pix,deepfill,dmfn,dcgan,transgan,repaint  # grey, ring_mean: floors
+MODELS=grey,ring_mean,telea,ns,pix2pix,deepfill,dmfn,dcgan,transgan,repaint,lama  # grey, ring_mean: floors
 SD_ARGS=()
 if [ -n "${SD_MODEL:-}" ]; then
   MODELS=sd,$MODELS

@@ -271,7 +271,7 @@ def test_flag_refusal_names_the_equivalent_flag():
     with pytest.raises(UserError, match=r"--steps is sd's; telea has no such option"):
         given_options(args, ["telea"])
     assert given_options({"opt.telea.radius": 5}, ["telea", "ns"]) == {"telea": {"radius": 5}, "ns": {"radius": 5}}
-    with pytest.raises(UserError, match=r"--radius is telea/ns's"):
+    with pytest.raises(UserError, match=r"--radius is telea/ns"):  # (+ models tests register on telea)
         given_options({"opt.telea.radius": 5}, ["sd"])
 
 
@@ -289,8 +289,9 @@ def test_deterministic_models_say_so(name, built):
     assert same == bool(model.deterministic), name
     expected = {"pix2pix": True, "deepfill": True, "dmfn": True, "transgan": True, "dcgan": False,
                 "repaint": False, "telea": True, "ns": True, "grey": True, "ring_mean": True, "sd": False,
-                "exemplar": True, "patchmatch": True}
-    assert model.deterministic == expected[name]
+                "exemplar": True, "patchmatch": True, "lama": True}
+    if name in expected:  # models the tests register themselves are held to their own claim above
+        assert model.deterministic == expected[name]
 
 
 @pytest.mark.parametrize("name", ["deepfill", "dmfn"])

@@ -431,7 +431,7 @@ def test_tiny_model_learns_a_fixed_batch(perceptual, vgg_file):
     first = None
     for step in range(30):
         model.step = step
-        logs = model.train_step(Batch(images, masks))
+        logs = {k: float(v) for k, v in model.train_step(Batch(images, masks)).items()}  # 0-d tensors
         first = first or logs
         assert all(math.isfinite(v) for v in logs.values())
     after = _hole_l1(generator, images, masks)

@@ -26,6 +26,8 @@ def test_the_wheel_ships_every_registered_model(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for target in [*MODELS.values(), *TRAINED.values()]:
         module = target.split(":")[0]
+        if not module.startswith("diffinpaint."):
+            continue  # a model some test registered for itself
         assert module.replace(".", "/") + ".py" in names, module
     for name in TRAINED:  # the inference side of each trained model, its package and networks
         for part in ("__init__", "nets", "infer", "step"):

@@ -32,7 +32,10 @@ def import_graph() -> dict[str, set[str]]:
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
-                candidates = [target] + [f"{target}.{a.name}" for a in node.names]
+                submodules = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in modules]
+                # `from . import families` imports the submodule (its package is already being imported)
+                candidates = submodules if submodules and len(submodules) == len(node.names) else \
+                    [target] + [f"{target}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 candidates = [a.name for a in node.names]
             elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module" and node.args \

@@ -33,6 +33,7 @@ TRAINED: dict[str, str] = {
     "dcgan": "diffinpaint.models.dcgan.step:DCGANTraining",
     "transgan": "diffinpaint.models.transgan.step:TransGANTraining",
     "repaint": "diffinpaint.models.repaint.step:RePaintTraining",
+    "lama": "diffinpaint.models.lama.step:LaMaTraining",
 }
 
 
@@ -48,6 +49,8 @@ TRAINED_HELP = {
     "dcgan": "DCGAN (Radford et al. 2016) + semantic inpainting by latent search (Yeh et al. 2017)",
     "transgan": "conditional TransGAN (Jiang et al. 2021): transformer generator and critic, WGAN-GP + L1",
     "repaint": "DDPM (Ho et al. 2020) sampled with RePaint (Lugmayr et al. 2022)",
+    "lama": "LaMa (Suvorov et al. 2022): Fourier-convolution ResNet, R1 non-saturating GAN, HRF perceptual loss; "
+            "also runs published weights (--lama-weights)",
 }
 
 

@@ -13,6 +13,9 @@ stop, log.jsonl, sample grids, checkpoints (safetensors + JSON), --resume, --dry
 Randomness inside `train_step` (latent codes, diffusion noise and timesteps, dropout, gradient-penalty mixing)
 must come from torch's global RNG: the trainer re-seeds it from (seed, step, rank) before every step, so a
 resumed run draws exactly what the uninterrupted run would have drawn.
+
+`train_step` returns its losses as detached 0-dim tensors on the device (not Python floats): the trainer keeps
+them there and reads a block of steps at once, every --log-every steps.
 """
 from __future__ import annotations
 
@@ -46,9 +49,10 @@ class TrainableModel:
         self.cfg          the shared TrainConfig (size, lr, steps, batch_size, seed, holes, ...)
         self.opts         an instance of `Options` (the model's own settings)
     and before the first `train_step`:
-        self.accelerator  accelerate's Accelerator: use `self.accelerator.backward(loss)`, `.no_sync(net)`
+        self.accelerator  accelerate's Accelerator (through a thin wrapper whose backward is loss.backward() where
+                          accelerate's would only divide by 1): use `self.accelerator.backward(loss)`, `.no_sync(net)`
         self.nets         dict name -> network, prepared by accelerate (DDP-wrapped under several processes)
-        self.optimizers   dict name -> optimiser, prepared by accelerate
+        self.optimizers   dict name -> optimiser (accelerate's wrapper only with a gradient scaler, i.e. fp16)
         self.step         the number of optimiser steps done before this one (0 for the first)
     """
 
@@ -66,7 +70,8 @@ class TrainableModel:
     # toolkit's generators; "none" = no holes (unconditional models); any other name = the model's own
     # generator, drawn by `make_holes`
     hole_choices: ClassVar[tuple[str, ...]] = ("dataset", "box", "thin", "medium", "thick")
-    # EMA copies the trainer keeps (diffusers' EMAModel): network name -> decay; saved as <name>_ema
+    # EMA copies the trainer keeps (diffusers' EMAModel average, fused foreach updates, every --ema-every steps):
+    # network name -> decay; saved as <name>_ema
     ema: ClassVar[dict[str, float]] = {}
     # options (shared and own) of a tiny configuration that trains in seconds on a CPU: the registry's contract
     # test and `eval/bench_train.py --quick` use it, so a registered model is tested without further code
@@ -87,12 +92,17 @@ class TrainableModel:
         learning rate by the same factor over the steps."""
         raise NotImplementedError
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
-        """Required. One optimisation step (all its networks); returns the losses to log, as Python floats."""
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Required. One optimisation step (all its networks); returns the losses to log as 0-dim tensors, detached
+        and left on the device (`loss.detach()`, never `.item()` or `float(...)`): the trainer reads them once per
+        --log-every steps, so on a GPU the host never waits for the device inside the loop. Nothing else in the step
+        should read a value back to the host either (`.item()`, `.tolist()`, `.cpu()`, `if tensor:`)."""
         raise NotImplementedError
 
     def make_holes(self, size: int, rng: np.random.Generator) -> np.ndarray:
-        """The model's own hole generator (when its name is in hole_choices): bool size×size, True = hole."""
+        """The model's own hole generator (when its name is in hole_choices): bool size×size, True = hole. Draw
+        only from `rng` (it is made from the seed and the example's position; the trainer may call this from a
+        background thread, so torch's global RNG is not this function's to use)."""
         raise NotImplementedError
 
     @torch.no_grad()

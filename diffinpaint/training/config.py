@@ -38,6 +38,12 @@ class TrainConfig:
     checkpoint_every: int = option(500, "steps between checkpoints (and one at the end)", minimum=1, outputs=False)
     keep_checkpoints: int = option(2, "newest checkpoints kept; older ones are deleted (0 = keep all)", minimum=0,
                                    outputs=False)
+    log_every: int = option(10, "steps between reads of the losses from the device (log.jsonl keeps one line per "
+                            "step, written in blocks; progress bar, trackers and the NaN/inf check follow it: a "
+                            "divergence is noticed within this many steps, the last good checkpoint is kept)",
+                            minimum=1, outputs=False)
+    ema_every: int = option(1, "update the EMA copies (models that keep them) every this many steps, with the decay "
+                            "raised to that power (the same time constant, fewer passes over the weights)", minimum=1)
     seed: int = option(0, "seeds init, data order, flips, holes and every random draw of a step")
     workers: int = option(0, "DataLoader worker processes (0 = load in the training process)", minimum=0,
                           outputs=False)

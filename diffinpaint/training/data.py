@@ -6,9 +6,11 @@ have drawn, with no RNG state in the checkpoint, and the DataLoader's worker cou
 """
 from __future__ import annotations
 
+import queue
+import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -66,10 +68,12 @@ class TrainingImages(torch.utils.data.Dataset):
         epoch, offset = divmod(int(position), len(self.samples))
         index = int(self.order(epoch)[offset])
         flip = self.flip and np.random.default_rng([self.seed, 1, position]).random() < 0.5
-        return self.example(index, np.random.default_rng([self.seed, 3, position]), flip)
+        # the holes' generator only where holes are drawn (building one costs as much as the rest of an example)
+        drawn = self.holes not in ("dataset", "none")
+        return self.example(index, np.random.default_rng([self.seed, 3, position]) if drawn else None, flip)
 
-    def example(self, index: int, rng: np.random.Generator, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """3×S×S image in [0, 1] and 1×S×S mask (1 = hole) for sample `index`."""
+    def example(self, index: int, rng: np.random.Generator | None, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """3×S×S image in [0, 1] and 1×S×S mask (1 = hole) for sample `index` (`rng` draws generated holes)."""
         image, dataset_mask = self.resized(index)
         if self.holes == "dataset":
             mask = dataset_mask
@@ -83,6 +87,33 @@ class TrainingImages(torch.utils.data.Dataset):
             image, mask = image.flip(-1), mask.flip(-1)
         return image.contiguous(), mask.contiguous()
 
+    def batch(self, positions: list[int], pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples at `positions` stacked: images N×3×S×S and masks N×1×S×S, exactly `torch.stack` of
+        `self[p]` for each p, written straight into the two batch tensors (in pinned memory when `pin`); the
+        per-example tensor operations are what a small network's step would otherwise wait for."""
+        n, size = len(positions), self.size
+        images = torch.empty((n, 3, size, size), pin_memory=pin)
+        masks = torch.zeros((n, 1, size, size), pin_memory=pin)
+        images_np, masks_np = images.numpy(), masks.numpy()
+        drawn = self.holes not in ("dataset", "none")
+        for i, position in enumerate(positions):
+            epoch, offset = divmod(int(position), len(self.samples))
+            index = int(self.order(epoch)[offset])
+            flip = self.flip and np.random.default_rng([self.seed, 1, position]).random() < 0.5
+            image, dataset_mask = self.resized(index)
+            if self.holes == "dataset":
+                mask = dataset_mask.numpy()[0]
+            elif drawn:
+                rng = np.random.default_rng([self.seed, 3, position])
+                mask = generated_holes(size, self.holes, rng) if self.holes in TOOLKIT_HOLES else \
+                    np.asarray(self.make_holes(size, rng), dtype=bool)
+            else:
+                mask = None
+            image = image.numpy()
+            images_np[i] = image[..., ::-1] if flip else image
+            if mask is not None:
+                masks_np[i, 0] = mask[..., ::-1] if flip else mask
+        return images, masks
 
     def resized(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Sample `index` at the training size: image 3×S×S in [0, 1], its dataset mask 1×S×S (with --holes dataset)."""
@@ -113,6 +144,92 @@ class StepBatches(torch.utils.data.Sampler):
         for step in range(self.start, self.stop):
             first = (step * self.processes + self.rank) * self.batch_size
             yield list(range(first, first + self.batch_size))
+
+
+def host_batches(images: TrainingImages, sampler: StepBatches, workers: int, pin: bool):
+    """Each step's (images N×3×S×S, masks N×1×S×S) on the host, in pinned memory when `pin` (so the copy to the GPU
+    can run asynchronously). With workers 0 the batch is written here directly (TrainingImages.batch: the
+    DataLoader's per-batch machinery and per-example tensors cost more than the writing on small networks); else a
+    DataLoader's worker processes make them. Both give the same tensors: examples are functions of (seed,
+    position) alone."""
+    if workers > 0:
+        yield from torch.utils.data.DataLoader(images, batch_sampler=sampler, num_workers=workers,
+                                               persistent_workers=False, pin_memory=pin)
+        return
+    for positions in sampler:
+        yield images.batch(positions, pin)
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+
+
+def batches_ahead(batches: Iterator, depth: int = 2) -> Iterator:
+    """The items of `batches`, made by a background thread up to `depth` items ahead. The examples are functions of
+    (seed, position) alone (numpy generators made from them; no torch RNG), so which thread makes them changes no
+    value. The thread runs while the step's kernels run (they release the GIL), on another core where there is
+    one, with its caches warm: on a CPU a batch costs several times less there than between two steps. An error in
+    it is raised here; closing this generator stops it."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(_END)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(_Failed(err))
+
+    thread = threading.Thread(target=produce, name="diffinpaint-batches", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+
+
+def device_batches(images: TrainingImages, sampler: StepBatches, workers: int, device: torch.device):
+    """Each step's batch on `device`, ahead of the step: with workers 0 a background thread makes the host batches
+    two steps ahead (batches_ahead; with workers N the DataLoader's processes do), and the next batch's copy is
+    started (pinned memory, non-blocking) before the current one is handed out, so on a GPU the copy overlaps the
+    step and the host never waits for it."""
+    cuda = device.type == "cuda"
+    source = host_batches(images, sampler, workers, pin=cuda)
+    source = iter(source if workers > 0 else batches_ahead(source))
+
+    def ahead():
+        batch = next(source, None)
+        return None if batch is None else tuple(t.to(device, non_blocking=cuda) for t in batch)
+
+    try:
+        upcoming = ahead()
+        while upcoming is not None:
+            current, upcoming = upcoming, ahead()
+            yield current
+    finally:
+        if hasattr(source, "close"):
+            source.close()
 
 
 def training_set_record(samples: list[Sample]) -> dict:

@@ -14,14 +14,19 @@ Continue an interrupted run:
 
 Reproducibility: every random choice is a function of (seed, step, rank) (training/data.py), and torch's RNG is
 re-seeded from (seed, step, rank) before each step, so a resumed run draws exactly what the uninterrupted run
-would have drawn, with no RNG state in the checkpoint. --resume refuses any change of an option that shapes the
+would have drawn, with no RNG state in the checkpoint.
+
+The host never waits for the device inside the loop: train_step returns its losses as tensors left on the device,
+read once per --log-every steps (and before every sample grid and checkpoint, so a NaN/inf never reaches a
+checkpoint); each step's batch is made and copied (pinned memory, non-blocking) one step ahead; EMA copies are
+updated with fused foreach kernels, every --ema-every steps. --resume refuses any change of an option that shapes the
 weights or the random stream, naming it; --steps may only change when the LR schedule is constant (with a
 decaying LR a new --steps would move the schedule under the run: the LR would jump back up).
 
 Training folder (README "Training (every model)"):
     OUT/checkpoints/step_N/    training/checkpoints.py
     OUT/samples/step_N.png     rows of masked input | output | target, networks in eval mode
-    OUT/log.jsonl              losses and learning rate per step
+    OUT/log.jsonl              losses and learning rate per step (written every --log-every steps)
     OUT/training_set.json      content fingerprints of every training image (eval's leakage check)
 """
 from __future__ import annotations
@@ -46,7 +51,7 @@ from .checkpoints import (load_training_state, prune_checkpoints, remove_leftove
                           save_checkpoint)
 from ..util import options
 from .config import REPORT_TO, TrainConfig
-from .data import TOOLKIT_HOLES, StepBatches, TrainingImages, training_samples, training_set_record
+from .data import TOOLKIT_HOLES, StepBatches, TrainingImages, device_batches, training_samples, training_set_record
 from ..models.trainable import Batch, TrainableModel
 from .setup import prepare_model
 
@@ -273,47 +278,133 @@ def write_sample_grid(path: Path, model: TrainableModel, batch: Batch) -> np.nda
 
 
 class EMACopies:
-    """The EMA copies a model declares (`ema = {"generator": 0.999}`), kept with diffusers' EMAModel (foreach
-    updates) and saved as "<network>_ema". The average lives in EMAModel's shadow parameters; it is copied into a
-    full module (buffers too) only when a checkpoint is written, so inference loads it like any network and a
-    step pays for one pass over the weights, not two."""
+    """The EMA copies a model declares (`ema = {"generator": 0.999}`), saved as "<network>_ema".
 
-    def __init__(self, model: TrainableModel, accelerator, saved_state: dict | None, saved_tensors: dict | None):
+    The average follows diffusers' EMAModel (decay warm-up min(decay, (1 + t) / (10 + t)) at its t-th update, the
+    first update copying the weights), computed in place with fused foreach kernels (`torch._foreach_lerp_`: one
+    pass over the weights, no temporaries) into the copy's own parameters, so a step pays for one pass over the
+    weights and nothing else. With --ema-every k the copies are updated at every k-th step with the decay raised to
+    the k-th power (the same time constant); k = 1 is diffusers' average exactly up to float rounding."""
+
+    def __init__(self, model: TrainableModel, accelerator, saved_state: dict | None, saved_tensors: dict | None,
+                 every: int = 1):
         self.items = {}
-        if not model.ema:
-            return
-        from diffusers.training_utils import EMAModel
-
+        self.every = every
         for name, decay in model.ema.items():
             live = accelerator.unwrap_model(model.nets[name])
             copy_ = copy.deepcopy(live).eval().requires_grad_(False)
             if saved_tensors:
                 copy_.load_state_dict(saved_tensors[f"{name}_ema.safetensors"])
-            ema = EMAModel(copy_.parameters(), decay=decay, foreach=True)
-            if saved_state:
-                ema.optimization_step = int(saved_state["ema"][name]["optimization_step"])
-            self.items[name] = (live, copy_, ema)
+            # optimization_step counts steps (diffusers counts updates; the same with --ema-every 1)
+            done = int(saved_state["ema"][name]["optimization_step"]) if saved_state else 0
+            self.items[name] = {"live": live, "copy": copy_, "decay": float(decay), "optimization_step": done,
+                                "live_params": list(live.parameters()), "shadow": list(copy_.parameters())}
 
-    def update(self) -> None:
-        for live, _, ema in self.items.values():
-            ema.step(live.parameters())
+    def decay_at(self, decay: float, optimization_step: int) -> float:
+        """diffusers' EMAModel.get_decay (no update_after_step, no inv_gamma warm-up), per step."""
+        t = optimization_step - 1
+        return 0.0 if t <= 0 else min(decay, (1 + t) / (10 + t))
+
+    def update(self, step: int) -> None:
+        """After optimiser step `step` (1-based): at every k-th step, average the live weights in."""
+        if not self.items or step % self.every:
+            return
+        with torch.no_grad():
+            self._average(step)
+
+    def _average(self, step: int) -> None:
+        for item in self.items.values():
+            item["optimization_step"] = step
+            keep = self.decay_at(item["decay"], step) ** self.every
+            trained = [(s, p) for s, p in zip(item["shadow"], item["live_params"]) if p.requires_grad]
+            frozen = [(s, p) for s, p in zip(item["shadow"], item["live_params"]) if not p.requires_grad]
+            if trained:
+                torch._foreach_lerp_([s for s, _ in trained], [p.detach() for _, p in trained], 1.0 - keep)
+            if frozen:  # parameters that do not train are copied, as diffusers does
+                torch._foreach_copy_([s for s, _ in frozen], [p.detach() for _, p in frozen])
 
     def networks(self) -> dict[str, torch.nn.Module]:
-        """The averaged modules, brought up to date (batch-norm statistics follow the live network)."""
-        for live, copy_, ema in self.items.values():
-            ema.copy_to(copy_.parameters())
-            with torch.no_grad():
-                for mine, theirs in zip(copy_.buffers(), live.buffers()):
+        """The averaged modules with their buffers (batch-norm statistics) brought up from the live network."""
+        with torch.no_grad():
+            for item in self.items.values():
+                for mine, theirs in zip(item["copy"].buffers(), item["live"].buffers()):
                     mine.copy_(theirs)
-        return {f"{name}_ema": copy_ for name, (_, copy_, _) in self.items.items()}
+        return {f"{name}_ema": item["copy"] for name, item in self.items.items()}
 
     def state(self) -> dict:
-        return {name: {"decay": ema.decay, "optimization_step": int(ema.optimization_step)}
-                for name, (_, _, ema) in self.items.items()}
+        return {name: {"decay": item["decay"], "optimization_step": int(item["optimization_step"])}
+                for name, item in self.items.items()}
+
+
+class PendingLosses:
+    """Each step's losses, left where train_step made them (0-dim tensors on the device) until read: reading
+    waits for the device, so it happens once per block of steps, with one transfer per device and dtype."""
+
+    def __init__(self):
+        self.rows: list[tuple[int, float, dict[str, Any]]] = []
+
+    def add(self, step: int, lr: float, losses: dict[str, Any]) -> None:
+        # detached here too, so a model returning a loss with its graph does not keep the graph alive until read
+        self.rows.append((step, lr, {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in losses.items()}))
+
+    def read(self) -> list[tuple[int, float, dict[str, float]]]:
+        """(step, lr, {name: Python number}) for every pending step, in order; the block is emptied. Values are
+        exactly what `.item()` would have given (grouped by device and dtype, nothing is converted)."""
+        rows, self.rows = self.rows, []
+        values = [dict(losses) for _, _, losses in rows]
+        groups: dict[tuple, list[tuple[int, str, torch.Tensor]]] = {}
+        for i, (_, _, losses) in enumerate(rows):
+            for key, value in losses.items():
+                if isinstance(value, torch.Tensor):
+                    groups.setdefault((value.device, value.dtype), []).append((i, key, value))
+        for items in groups.values():
+            numbers = torch.stack([v.reshape(()) for _, _, v in items]).tolist()
+            for (i, key, _), number in zip(items, numbers):
+                values[i][key] = number
+        return [(step, lr, v) for (step, lr, _), v in zip(rows, values)]
+
+
+class LeanAccelerator:
+    """The accelerator a model's train_step talks to: accelerate's own, except that `backward` is a plain
+    `loss.backward()` where accelerate's would only divide by 1 first (no gradient scaler, no DeepSpeed or
+    Megatron, no gradient accumulation: the gradients are bit-identical). Everything else is accelerate's."""
+
+    def __init__(self, accelerator):
+        from accelerate.utils import DistributedType
+
+        self._accelerator = accelerator
+        self._plain = (accelerator.scaler is None and accelerator.gradient_accumulation_steps == 1
+                       and accelerator.distributed_type not in (DistributedType.DEEPSPEED,
+                                                                DistributedType.MEGATRON_LM))
+
+    def backward(self, loss, **kwargs) -> None:
+        if self._plain and not kwargs:
+            loss.backward()
+        else:
+            self._accelerator.backward(loss, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._accelerator, name)
+
+
+def _reseeder(device: torch.device):
+    """reseed(s) = torch.manual_seed(s) for the generators a step can draw from (the CPU's, and CUDA's when training
+    on a GPU) without torch.manual_seed's per-call checks of every other backend (~0.1 ms per call)."""
+    generators = [torch.default_generator]
+    if device.type == "cuda":
+        torch.cuda.init()
+        generators += list(torch.cuda.default_generators)
+
+    def reseed(seed: int) -> None:
+        for generator in generators:
+            generator.manual_seed(seed)
+
+    return reseed
 
 
 def _log_trackers(accelerator, step: int, values: dict, grid: np.ndarray | None) -> None:
-    accelerator.log(values, step=step)
+    if values:
+        accelerator.log(values, step=step)
     if grid is None:
         return
     for tracker in accelerator.trackers:
@@ -362,6 +453,11 @@ def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | Non
 
     # 2. Networks, optimisers (the same seeded init on every process), schedulers, EMA copies
     prepare_model(model, accelerator)
+    if accelerator.scaler is None:
+        # accelerate's optimiser wrapper only matters with a gradient scaler (fp16); without one its step and
+        # zero_grad run the plain optimiser's after per-call checks (a package lookup per step): use it directly
+        model.optimizers = {name: getattr(opt, "optimizer", opt) for name, opt in model.optimizers.items()}
+    model.accelerator = LeanAccelerator(accelerator)
     if resume_from:
         files = [f"{n}.safetensors" for n in model.nets] + [f"{n}.safetensors" for n in model.optimizers] + \
                 [f"{n}_ema.safetensors" for n in model.ema]
@@ -385,7 +481,7 @@ def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | Non
                 group["lr"] = lr
         if accelerator.scaler is not None and saved_state.get("scaler"):
             accelerator.scaler.load_state_dict(saved_state["scaler"])
-    ema = EMACopies(model, accelerator, saved_state, saved_tensors)
+    ema = EMACopies(model, accelerator, saved_state, saved_tensors, every=cfg.ema_every)
     if accelerator.is_main_process:
         print(describe(model, {n: accelerator.unwrap_model(v) for n, v in model.nets.items()}, len(samples),
                        processes))
@@ -396,20 +492,19 @@ def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | Non
             print(f"nothing to do: the checkpoint is at step {start}, this run stops at step {stop}")
         return resume_from
 
-    # 3. Data: each step's batch is a function of (seed, step, rank)
+    # 3. Data: each step's batch is a function of (seed, step, rank), made and copied to the device one step ahead
     images = TrainingImages(samples, cfg.size, cfg.holes, cfg.flip, cfg.seed,
                             None if cfg.holes in (*TOOLKIT_HOLES, "dataset", "none") else model.make_holes)
-    loader = torch.utils.data.DataLoader(images, batch_sampler=StepBatches(start, stop, cfg.batch_size, rank,
-                                                                           processes),
-                                         num_workers=cfg.workers, persistent_workers=False,
-                                         pin_memory=accelerator.device.type == "cuda")
+    batches = device_batches(images, StepBatches(start, stop, cfg.batch_size, rank, processes), cfg.workers,
+                             accelerator.device)
     n_grid = min(4, len(samples))
     grid = [images.example(i, np.random.default_rng([cfg.seed, 4, i]), False) for i in range(n_grid)]
     grid_batch = Batch(torch.stack([g[0] for g in grid]).to(accelerator.device),
                        torch.stack([g[1] for g in grid]).to(accelerator.device))
     log_path = out / "log.jsonl"
     config = flat_config(cfg, opts)
-    if accelerator.is_main_process:
+    main_process = accelerator.is_main_process
+    if main_process:
         out.mkdir(parents=True, exist_ok=True)
         remove_leftovers(out)
         _rewrite_log(log_path, start)
@@ -419,54 +514,91 @@ def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | Non
             accelerator.init_trackers(out.name or "diffinpaint", config={k: str(v) if v is None else v
                                                                          for k, v in config.items()})
 
-    # 4. Train
+    # 4. Train. Nothing in the loop waits for the device except `read_losses`, once per --log-every steps and
+    # before every sample grid and checkpoint (all processes at the same steps)
     last_good = resume_from
     progress = tqdm(total=stop, initial=start, desc=model.name, disable=not accelerator.is_local_main_process,
-                    dynamic_ncols=True)
-    step = start
-    for batch_images, batch_masks in loader:
-        torch.manual_seed(stream_seed(cfg.seed, 2, step, rank))  # every draw of the step from (seed, step, rank)
-        model.step = step
-        losses = model.train_step(Batch(batch_images.to(accelerator.device), batch_masks.to(accelerator.device)))
-        lr = next(iter(model.optimizers.values())).param_groups[0]["lr"]
-        ema.update()
-        for scheduler in schedulers.values():
-            scheduler.step()
-        step += 1
-        bad = torch.tensor(0.0 if all(math.isfinite(v) for v in losses.values()) else 1.0, device=accelerator.device)
-        if processes > 1:
-            bad = accelerator.reduce(bad, reduction="sum")
-        if bad.item() > 0:
-            progress.close()
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
-            kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-            raise TrainingDiverged(f"a loss is not finite at step {step} ({shown}); training stopped and {kept} "
-                                   "(resume with --resume, perhaps with a lower --lr or --mixed-precision no)")
-        progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)  # drawn by update()
-        progress.update(1)
-        if accelerator.is_main_process:
+                    dynamic_ncols=True, mininterval=0.5)
+    pending = PendingLosses()
+    reseed = _reseeder(accelerator.device)
+    first_optimizer = next(iter(model.optimizers.values()))
+    # with a constant LR (--decay-start 1) stepping the schedulers changes no LR: they are brought up to date in
+    # one go before a checkpoint, which leaves them exactly as per-step stepping would
+    constant_lr, schedulers_behind = cfg.decay_start >= 1.0, 0
+
+    def step_schedulers(times: int) -> None:
+        for _ in range(times):
+            for scheduler in schedulers.values():
+                scheduler.step()
+
+    def read_losses() -> None:
+        """The pending steps' losses to the host: the NaN/inf check, log.jsonl, trackers, the progress bar."""
+        rows = pending.read()
+        bad = next((i for i, (_, _, values) in enumerate(rows)
+                    if not all(math.isfinite(v) for v in values.values())), None)
+        first_bad = rows[bad][0] if bad is not None else 0
+        if processes > 1:  # the earliest bad step on any process
+            found = accelerator.gather(torch.tensor([first_bad or stop + 1], device=accelerator.device))
+            first_bad = int(found.min()) if int(found.min()) <= stop else 0
+        good = [row for row in rows if not first_bad or row[0] < first_bad]
+        if main_process and good:
             with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": step, "lr": lr, **losses}) + "\n")
-            sample_grid = None
-            if step % cfg.sample_every == 0 or step == stop:
+                f.write("".join(json.dumps({"step": s, "lr": lr, **values}) + "\n" for s, lr, values in good))
+            if cfg.report_to != "none":
+                for s, lr, values in good:
+                    _log_trackers(accelerator, s, {"lr": lr, **values}, None)
+        if good:
+            progress.set_postfix({k: f"{v:.3f}" for k, v in good[-1][2].items()}, refresh=False)
+        if first_bad:
+            progress.close()
+            mine = next((values for s, _, values in rows if s == first_bad), None)
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in mine.items()) if mine else "on another process"
+            kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+            raise TrainingDiverged(f"a loss is not finite at step {first_bad} ({shown}); training stopped and {kept} "
+                                   "(resume with --resume, perhaps with a lower --lr or --mixed-precision no)")
+
+    step = start
+    try:
+        for batch_images, batch_masks in batches:
+            reseed(stream_seed(cfg.seed, 2, step, rank))  # every draw of the step from (seed, step, rank)
+            model.step = step
+            losses = model.train_step(Batch(batch_images, batch_masks))
+            lr = first_optimizer.param_groups[0]["lr"]
+            step += 1
+            ema.update(step)
+            if constant_lr:
+                schedulers_behind += 1
+            else:
+                step_schedulers(1)
+            pending.add(step, lr, losses)
+            sample_now = step % cfg.sample_every == 0 or step == stop
+            checkpoint_now = step % cfg.checkpoint_every == 0 or step == stop
+            if step % cfg.log_every == 0 or sample_now or checkpoint_now:
+                read_losses()
+            progress.update(1)
+            if main_process and sample_now:
                 with torch.random.fork_rng(devices=[]):  # unconditional samples must not move the training stream
                     torch.manual_seed(stream_seed(cfg.seed, 5, step))
                     sample_grid = write_sample_grid(out / "samples" / f"step_{step:06d}.png", model, grid_batch)
-            if cfg.report_to != "none":
-                _log_trackers(accelerator, step, {"lr": lr, **losses}, sample_grid)
-        if step % cfg.checkpoint_every == 0 or step == stop:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                networks = {n: accelerator.unwrap_model(v) for n, v in model.nets.items()} | ema.networks()
-                extra = {"processes": processes,
-                         "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-                         "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                         "ema": ema.state()}
-                last_good = save_checkpoint(out, step, config, networks, model.optimizers, extra)
-                prune_checkpoints(out, cfg.keep_checkpoints)
-            else:
-                last_good = out / "checkpoints" / f"step_{step:06d}"
-            accelerator.wait_for_everyone()
+                if cfg.report_to != "none":
+                    _log_trackers(accelerator, step, {}, sample_grid)
+            if checkpoint_now:
+                step_schedulers(schedulers_behind)
+                schedulers_behind = 0
+                accelerator.wait_for_everyone()
+                if main_process:
+                    networks = {n: accelerator.unwrap_model(v) for n, v in model.nets.items()} | ema.networks()
+                    extra = {"processes": processes,
+                             "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+                             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                             "ema": ema.state()}
+                    last_good = save_checkpoint(out, step, config, networks, model.optimizers, extra)
+                    prune_checkpoints(out, cfg.keep_checkpoints)
+                else:
+                    last_good = out / "checkpoints" / f"step_{step:06d}"
+                accelerator.wait_for_everyone()
+    finally:
+        batches.close()  # stops the thread making batches ahead (also after an error)
     progress.close()
     if cfg.report_to != "none":
         accelerator.end_training()

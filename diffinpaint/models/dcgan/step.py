@@ -113,12 +113,12 @@ class DCGANTraining(TrainableModel):
         self.loss_G = self.criterionGAN(pred_fake, True)
         self.accelerator.backward(self.loss_G)
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.set_input(batch)
         self.forward()
         self.update_D()
         self.update_G()
-        return {"D_real": self.loss_D_real.item(), "D_fake": self.loss_D_fake.item(), "G": self.loss_G.item()}
+        return {"D_real": self.loss_D_real.detach(), "D_fake": self.loss_D_fake.detach(), "G": self.loss_G.detach()}
 
     @torch.no_grad()
     def sample(self, batch: Batch) -> torch.Tensor:

@@ -132,13 +132,13 @@ class DeepFillTraining(TrainableModel):
                        + self.opts.l1_weight * (self.loss_L1_coarse + self.loss_L1_fine))
         self.accelerator.backward(self.loss_G)
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.set_input(batch)
         self.forward()
         self.update_D()
         self.update_G()
-        return {"D": self.loss_D.item(), "G_gan": self.loss_G_gan.item(), "L1_coarse": self.loss_L1_coarse.item(),
-                "L1_fine": self.loss_L1_fine.item(), "G": self.loss_G.item()}
+        return {"D": self.loss_D.detach(), "G_gan": self.loss_G_gan.detach(), "L1_coarse": self.loss_L1_coarse.detach(),
+                "L1_fine": self.loss_L1_fine.detach(), "G": self.loss_G.detach()}
 
     @torch.no_grad()
     def sample(self, batch: Batch) -> torch.Tensor:

@@ -303,7 +303,7 @@ class DMFNTraining(TrainableModel):
         self.D_real, self.D_fake = real_logits.detach().float().mean(), fake_logits.detach().float().mean()
         self.accelerator.backward(self.loss_D)
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.set_input(batch)
         self.forward()
         self.update_G()  # G first, then D on the same output (the reference's order)
@@ -312,7 +312,7 @@ class DMFNTraining(TrainableModel):
                 "G_total": self.loss_G, "D": self.loss_D, "D_real_logit": self.D_real, "D_fake_logit": self.D_fake}
         if self.vgg is not None:
             logs.update(G_feature=self.loss_G_feature, G_align=self.loss_G_align)
-        return {key: float(value.item()) for key, value in logs.items()}
+        return {key: value.detach() for key, value in logs.items()}
 
     @torch.no_grad()
     def sample(self, batch: Batch) -> torch.Tensor:

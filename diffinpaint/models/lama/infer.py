@@ -21,7 +21,6 @@ The block count and width are read from the tensors (big-lama: 18 blocks; LaMa-F
 """
 from __future__ import annotations
 
-import pickle
 import re
 import zipfile
 from dataclasses import dataclass
@@ -83,12 +82,14 @@ def _read_file(path: Path) -> Mapping[str, Any]:
                         ".state_dict()")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"--lama-weights {path} needs code to unpickle (a Lightning checkpoint with its training "
-                        "config, or a whole pickled model), which is never run here: "
-                        + GET_SAFETENSORS % f"torch.load('{path}', map_location='cpu', weights_only=False)"
-                        "['state_dict']") from None
     except Exception as err:
+        # torch's weights-only unpickler refusing code raises pickle.UnpicklingError (matched by name: no module
+        # here imports pickle)
+        if type(err).__name__ == "UnpicklingError":
+            raise UserError(f"--lama-weights {path} needs code to unpickle (a Lightning checkpoint with its training "
+                            "config, or a whole pickled model), which is never run here: "
+                            + GET_SAFETENSORS % f"torch.load('{path}', map_location='cpu', weights_only=False)"
+                            "['state_dict']") from None
         raise UserError(f"--lama-weights {path} cannot be read as a state dict ({type(err).__name__}): "
                         + GET_SAFETENSORS % "STATE_DICT") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):

@@ -119,13 +119,13 @@ class Pix2PixTraining(TrainableModel):
         self.loss_G = self.loss_G_GAN + self.loss_G_L1
         self.accelerator.backward(self.loss_G)
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.set_input(batch)
         self.forward()
         self.update_D()
         self.update_G()
-        return {"D_real": self.loss_D_real.item(), "D_fake": self.loss_D_fake.item(),
-                "G_GAN": self.loss_G_GAN.item(), "G_L1": self.loss_G_L1.item()}
+        return {"D_real": self.loss_D_real.detach(), "D_fake": self.loss_D_fake.detach(),
+                "G_GAN": self.loss_G_GAN.detach(), "G_L1": self.loss_G_L1.detach()}
 
     @torch.no_grad()
     def sample(self, batch: Batch) -> torch.Tensor:

@@ -115,7 +115,7 @@ class RePaintTraining(TrainableModel):
             self._noise_scheduler = DDPMScheduler(**scheduler_kwargs(self.flat_config()))
         return self._noise_scheduler
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         unet, optimizer = self.nets["unet"], self.optimizers["optimizer"]
         x0 = batch.images * 2.0 - 1.0  # the DDPM works in [−1, 1]
         n, device = x0.shape[0], x0.device
@@ -128,7 +128,7 @@ class RePaintTraining(TrainableModel):
         if self.accelerator.sync_gradients:
             self.accelerator.clip_grad_norm_(unet.parameters(), 1.0)  # diffusers example
         optimizer.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     @torch.no_grad()
     def sample(self, batch: Batch) -> torch.Tensor:

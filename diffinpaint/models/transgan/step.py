@@ -175,7 +175,7 @@ class TransGANTraining(TrainableModel):
         self.loss_G_L1 = F.l1_loss(self.fake.float(), self.real.float()) * self.opts.lambda_l1
         self.accelerator.backward(self.loss_G_adv + self.loss_G_L1)
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.set_input(batch)
         self.forward()
         for _ in range(self.opts.n_critic):  # the critic's updates reuse this batch (each draws a new ε)
@@ -184,8 +184,8 @@ class TransGANTraining(TrainableModel):
         with torch.no_grad():  # a monitor, not a loss: L1 over the hole pixels only, in [−1, 1]
             hole = self.mask.expand_as(self.real)
             l1_hole = ((self.fake.float() - self.real).abs() * hole).sum() / hole.sum().clamp(min=1.0)
-        return {"D_real": self.score_real.item(), "D_fake": self.score_fake.item(), "GP": self.loss_gp.item(),
-                "G_adv": self.loss_G_adv.item(), "G_L1": self.loss_G_L1.item(), "L1_hole": l1_hole.item()}
+        return {"D_real": self.score_real.detach(), "D_fake": self.score_fake.detach(), "GP": self.loss_gp.detach(),
+                "G_adv": self.loss_G_adv.detach(), "G_L1": self.loss_G_L1.detach(), "L1_hole": l1_hole.detach()}
 
     @torch.no_grad()
     def sample(self, batch: Batch) -> torch.Tensor:
