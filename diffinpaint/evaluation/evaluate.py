@@ -649,26 +649,29 @@ def _load_text(settings: EvalSettings, device: str, log):
         return None, note
 
 
+def _optional_metric(build, unavailable: type[Exception], hint: str, what: str, log):
+    """(the metric's network, "") or (None, note) when its weights are missing: that metric is then null with one
+    warning and everything else still runs."""
+    try:
+        return build(), ""
+    except unavailable as err:
+        note = f"{err}; {hint}"
+        log(f"warning: {what} missing: {note}")
+        return None, note
+
+
 def _load_clip(settings: EvalSettings, device: str, log):
     from .clip import CLIP, CLIPUnavailable, WEIGHTS_NAME
 
-    try:
-        return CLIP(settings.clip_model, settings.clip_weights, device=device), ""
-    except CLIPUnavailable as err:
-        note = f"{err}; pass --clip-weights {WEIGHTS_NAME} to compute clip_i/clip_t"
-        log(f"warning: CLIP missing: {note}")
-        return None, note
+    return _optional_metric(lambda: CLIP(settings.clip_model, settings.clip_weights, device=device), CLIPUnavailable,
+                            f"pass --clip-weights {WEIGHTS_NAME} to compute clip_i/clip_t", "CLIP", log)
 
 
 def _load_lpips(settings: EvalSettings, device: str, log):
     from .lpips import LPIPS, LPIPSUnavailable, WEIGHTS_NAME
 
-    try:
-        return LPIPS(settings.lpips_weights, device=device), ""
-    except LPIPSUnavailable as err:
-        note = f"{err}; pass --lpips-weights {WEIGHTS_NAME} to compute LPIPS"
-        log(f"warning: LPIPS missing: {note}")
-        return None, note
+    return _optional_metric(lambda: LPIPS(settings.lpips_weights, device=device), LPIPSUnavailable,
+                            f"pass --lpips-weights {WEIGHTS_NAME} to compute LPIPS", "LPIPS", log)
 
 
 def _real_features(dataset: Dataset, scorer: Scorer, shard: list[Sample], settings: EvalSettings, state):

@@ -40,3 +40,14 @@ def find_weights(given: str | Path | None, *, flag: str, names: Sequence[str], u
     except Exception as err:
         raise unavailable(f"the {what} weights could not be downloaded ({type(err).__name__})") from None
     return hub / Path(url()).name
+
+
+def required_weights(given: str | None, default: Path, *, flag: str, what: str, url: str, fallback: str) -> Path:
+    """A frozen network's weights a training run cannot do without (DMFN's VGG19, LaMa's ADE20k ResNet-50): `given`,
+    else `default` (torch's cache folder the reference uses); one-line UserError naming the download and `fallback`
+    (the flag that trains without it) when missing."""
+    path = Path(given).expanduser() if given else default
+    if not path.is_file():
+        where = f"{flag} {given} does not exist" if given else f"no {what} weights at {path}"
+        raise UserError(f"{where}: download {url} into {default.parent} or pass {flag} FILE, or {fallback}")
+    return path

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ...util.errors import UserError
+from ...util.weights import required_weights
 
 VGG_FILE = "vgg19-dcbb9e9d.pth"
 VGG_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
@@ -34,12 +35,8 @@ def default_vgg_path() -> Path:
 
 def resolve_vgg_path(given: str | None) -> Path:
     """The weights file to use: --vgg-weights when given, else the torch hub cache; UserError when missing."""
-    path = Path(given).expanduser() if given else default_vgg_path()
-    if not path.is_file():
-        where = f"--vgg-weights {given} does not exist" if given else f"no VGG19 weights at {path}"
-        raise UserError(f"{where}: download {VGG_URL} into {default_vgg_path().parent} (torch's hub cache) or pass "
-                        "--vgg-weights FILE, or train without the VGG losses with --no-perceptual")
-    return path
+    return required_weights(given, default_vgg_path(), flag="--vgg-weights", what="VGG19", url=VGG_URL,
+                            fallback="train without the VGG losses with --no-perceptual")
 
 
 def _features(materialise: bool = True) -> nn.Sequential:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...util.errors import UserError
+from ...util.weights import required_weights
 
 HRF_FOLDER = "ade20k/ade20k-resnet50dilated-ppm_deepsup"
 HRF_FILE = "encoder_epoch_20.pth"
@@ -42,12 +43,8 @@ def default_hrf_path() -> Path:
 
 def resolve_hrf_path(given: str | None) -> Path:
     """--perceptual-weights when given, else LaMa's place under torch's home; UserError (one line) when missing."""
-    path = Path(given).expanduser() if given else default_hrf_path()
-    if not path.is_file():
-        where = f"--perceptual-weights {given} does not exist" if given else f"no ADE20k ResNet-50 weights at {path}"
-        raise UserError(f"{where}: download {HRF_URL} into {default_hrf_path().parent} (as LaMa's README does) or "
-                        "pass --perceptual-weights FILE, or train without the perceptual loss with --no-perceptual")
-    return path
+    return required_weights(given, default_hrf_path(), flag="--perceptual-weights", what="ADE20k ResNet-50",
+                            url=HRF_URL, fallback="train without the perceptual loss with --no-perceptual")
 
 
 def _stage(inplanes: int, planes: int, blocks: int, stride: int, dilation: int) -> nn.Sequential:
