@@ -42,6 +42,15 @@ def find_weights(given: str | Path | None, *, flag: str, names: Sequence[str], u
     return hub / Path(url()).name
 
 
+def check_state_dict(state: dict, expected: dict, mismatch: Callable[[str, str, tuple], str]) -> None:
+    """Every expected tensor present with its shape, else UserError(mismatch(key, what was found, wanted shape))."""
+    for key, want in expected.items():
+        got = state.get(key)
+        if got is None or tuple(got.shape) != tuple(want.shape):
+            found = "missing" if got is None else f"shape {tuple(got.shape)}"
+            raise UserError(mismatch(key, found, tuple(want.shape)))
+
+
 def required_weights(given: str | None, default: Path, *, flag: str, what: str, url: str, fallback: str) -> Path:
     """A frozen network's weights a training run cannot do without (DMFN's VGG19, LaMa's ADE20k ResNet-50): `given`,
     else `default` (torch's cache folder the reference uses); one-line UserError naming the download and `fallback`

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ...util.errors import UserError
-from ...util.weights import required_weights
+from ...util.weights import check_state_dict, required_weights
 
 VGG_FILE = "vgg19-dcbb9e9d.pth"
 VGG_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
@@ -68,12 +68,9 @@ def read_vgg_state(path: Path) -> dict[str, torch.Tensor]:
         short = key[len("features."):] if key.startswith("features.") else key
         if short in expected:
             state[short] = tensor
-    for key, want in expected.items():
-        got = state.get(key)
-        if got is None or tuple(got.shape) != tuple(want.shape):
-            found = "missing" if got is None else f"shape {tuple(got.shape)}"
-            raise UserError(f"{path} is not torchvision's VGG19 state dict (features.{key}: {found}, expected "
-                            f"{tuple(want.shape)}); pass {VGG_FILE} ({VGG_URL}) with --vgg-weights")
+    check_state_dict(state, expected, lambda key, found, shape: (
+        f"{path} is not torchvision's VGG19 state dict (features.{key}: {found}, expected {shape}); pass {VGG_FILE} "
+        f"({VGG_URL}) with --vgg-weights"))
     return state
 
 

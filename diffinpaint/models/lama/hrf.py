@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...util.errors import UserError
-from ...util.weights import required_weights
+from ...util.weights import check_state_dict, required_weights
 
 HRF_FOLDER = "ade20k/ade20k-resnet50dilated-ppm_deepsup"
 HRF_FILE = "encoder_epoch_20.pth"
@@ -109,12 +109,9 @@ def read_hrf_state(path: Path) -> dict[str, torch.Tensor]:
     for key, tensor in raw.items():
         if isinstance(key, str) and isinstance(tensor, torch.Tensor):
             state[key.removeprefix("module.").removeprefix("encoder.")] = tensor
-    for key, want in expected.items():
-        got = state.get(key)
-        if got is None or tuple(got.shape) != tuple(want.shape):
-            found = "missing" if got is None else f"shape {tuple(got.shape)}"
-            raise UserError(f"{path} is not the ADE20k resnet50dilated encoder ({key}: {found}, expected "
-                            f"{tuple(want.shape)}); pass {HRF_FILE} ({HRF_URL}) with --perceptual-weights")
+    check_state_dict(state, expected, lambda key, found, shape: (
+        f"{path} is not the ADE20k resnet50dilated encoder ({key}: {found}, expected {shape}); pass {HRF_FILE} "
+        f"({HRF_URL}) with --perceptual-weights"))
     return {key: state[key] for key in expected}
 
 

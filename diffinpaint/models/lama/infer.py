@@ -87,9 +87,8 @@ def _read_file(path: Path) -> Mapping[str, Any]:
         # here imports pickle)
         if type(err).__name__ == "UnpicklingError":
             raise UserError(f"--lama-weights {path} needs code to unpickle (a Lightning checkpoint with its training "
-                            "config, or a whole pickled model), which is never run here: "
-                            + GET_SAFETENSORS % f"torch.load('{path}', map_location='cpu', weights_only=False)"
-                            "['state_dict']") from None
+                            "config, or a whole pickled model), which is never run here: load it as `ckpt` where "
+                            "you trust its code, then " + GET_SAFETENSORS % "ckpt['state_dict']") from None
         raise UserError(f"--lama-weights {path} cannot be read as a state dict ({type(err).__name__}): "
                         + GET_SAFETENSORS % "STATE_DICT") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
