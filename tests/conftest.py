@@ -36,3 +36,15 @@ def demo_medium(tmp_path_factory):
     """18 crops of 96×96 with two 24×24 holes: enough for runner/eval tests, still fast."""
     return make_demo_dataset(tmp_path_factory.mktemp("demo_medium") / "data", size=96, crops_per_photo=2,
                              holes=2, hole_size=24, seed=1)
+
+
+@pytest.fixture(scope="module")
+def alexnet_file(tmp_path_factory):
+    """torchvision's AlexNet with random weights, saved as LPIPS reads it (no download possible here)."""
+    import torch
+    import torchvision
+
+    path = tmp_path_factory.mktemp("alex") / "alexnet-owt-7be5be79.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    return path

@@ -20,13 +20,6 @@ from diffinpaint.data.masks import irregular_mask
 from diffinpaint.evaluation.lpips import LPIPS
 
 
-@pytest.fixture(scope="module")
-def alexnet_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("alex") / "alexnet-owt-7be5be79.pth"
-    torch.manual_seed(0)
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
-    return path
-
 
 def rand_pair(n, h, w, seed):
     g = torch.Generator().manual_seed(seed)

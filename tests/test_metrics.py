@@ -240,15 +240,6 @@ def test_whole_image_ssim_and_psnr_match_skimage(demo_small):
 # ---------------------------------------------------------------------------------------------- LPIPS
 
 
-@pytest.fixture(scope="module")
-def alexnet_file(tmp_path_factory):
-    import torchvision
-
-    path = tmp_path_factory.mktemp("alex") / "alexnet-owt-7be5be79.pth"
-    torch.manual_seed(0)
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
-    return path
-
 
 def torchmetrics_lpips(weights_path):
     """torchmetrics' own LPIPS metric with its backbone filled from the same AlexNet file."""

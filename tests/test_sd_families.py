@@ -25,6 +25,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sd_tiny import SAVERS, save_tiny_kandinsky, save_tiny_lora, tiny_pipeline  # noqa: E402
 
+from test_sd import _reference_inputs  # noqa: E402
 from diffinpaint.cli import main  # noqa: E402
 from diffinpaint.models.sd import FAMILIES, Settings, StableDiffusionModel  # noqa: E402
 from diffinpaint.models.sd.families import detect  # noqa: E402
@@ -105,15 +106,8 @@ def holes(data: Path) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------------------------- the reference
 def reference_inputs(images, masks, size, cell=8):
-    """The documented conditioning, re-implemented (as in test_sd.py): resized photo, hole widened by the bicubic
-    kernel's reach, area-resized, grown to latent cells, grey after the resize."""
-    h, w = images.shape[-2:]
-    reach = [0 if a == b else int(np.ceil(2 * max(a / b, 1))) + 1 for a, b in zip((h, w), size)]
-    wide = F.max_pool2d(masks, (2 * reach[0] + 1, 2 * reach[1] + 1), stride=1, padding=tuple(reach))
-    hole = (F.interpolate(wide, size=size, mode="area") > 0).float()
-    hole = F.interpolate(F.max_pool2d(hole, cell), scale_factor=cell, mode="nearest")
-    photo = F.interpolate(images, size=size, mode="bicubic", antialias=True).clamp(0, 1)
-    return photo * (1 - hole) + 0.5 * hole, hole
+    """The documented conditioning, re-implemented independently of the model (test_sd.py's): (conditioning, hole)."""
+    return _reference_inputs(images, masks, size, cell)[:2]
 
 
 def direct_call(family: str, folder_path: Path, images, masks, prompts, negatives, seeds) -> torch.Tensor:
