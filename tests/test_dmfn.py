@@ -280,7 +280,7 @@ def test_make_holes_is_the_reference_box():
         assert hole.sum() == h * w  # one solid box
         fractions.append(hole.mean())
         # the local crop (128×128 around the hole's box) holds the whole hole
-        (top, left), = hole_crop_corners(torch.from_numpy(hole)[None, None].float(), 128)
+        (top, left), = hole_crop_corners(torch.from_numpy(hole)[None, None].float(), 128).tolist()
         assert hole[top:top + 128, left:left + 128].sum() == hole.sum()
     assert 0.17 < np.mean(fractions) < 0.21  # (128 − 16)² / 256² ≈ 0.19
     assert DMFNTraining.defaults["holes"] == "dmfn" and DMFNTraining.hole_choices[0] == "dmfn"
@@ -294,11 +294,28 @@ def test_hole_crop_corners():
     masks[2, :, 5:7, 40:42] = 1  # two blobs: bounding box rows 5..50, columns 8..41, centre (28, 25)
     masks[2, :, 49:51, 8:10] = 1
     corners = hole_crop_corners(masks, 32)  # masks[3]: no hole -> the centre
-    assert corners == [(9, 0), (32, 32), (12, 9), (16, 16)]
+    assert corners.tolist() == [[9, 0], [32, 32], [12, 9], [16, 16]]
     images = torch.arange(4 * 3 * 64 * 64, dtype=torch.float32).view(4, 3, 64, 64)
     patches = crop_patches(images, corners, 32)
     assert patches.shape == (4, 3, 32, 32)
-    assert torch.equal(patches[1], images[1, :, 32:, 32:])
+    for patch, image, (top, left) in zip(patches, images, corners.tolist()):
+        assert torch.equal(patch, image[:, top:top + 32, left:left + 32])
+    # gradients reach exactly the cropped pixels
+    images.requires_grad_(True)
+    crop_patches(images, corners, 32).sum().backward()
+    assert images.grad.sum() == 4 * 3 * 32 * 32 and torch.equal(images.grad[1, :, 32:, 32:], torch.ones(3, 32, 32))
+
+
+def test_hole_crops_never_read_the_device():
+    """The crop windows are found and cut without reading a value back to the host (a CUDA step would wait on
+    it): on the meta device any such read (`bool(t)`, `.item()`, `.tolist()`, `.cpu()`) raises."""
+    masks = torch.zeros(4, 1, 64, 64, device="meta")
+    images = torch.zeros(4, 3, 64, 64, device="meta")
+    corners = hole_crop_corners(masks, 32)
+    assert corners.shape == (4, 2) and corners.device.type == "meta"
+    assert crop_patches(images, corners, 32).shape == (4, 3, 32, 32)
+    with pytest.raises((RuntimeError, NotImplementedError)):  # the check can fail: a host read on meta raises
+        bool(masks.any())
 
 
 # ----------------------------------------------------------------------------------------------- VGG19

@@ -141,30 +141,33 @@ def dis_feature_loss(fake_features: list[torch.Tensor], real_features: list[torc
 
 # ------------------------------------------------------------------------------------------- local crops
 
-def hole_crop_corners(masks: torch.Tensor, crop: int) -> list[tuple[int, int]]:
-    """(top, left) of each image's crop×crop window: centred on the bounding box of its hole (the image's centre
-    when it has none), shifted to lie inside the image."""
+def hole_crop_corners(masks: torch.Tensor, crop: int) -> torch.Tensor:
+    """(top, left) of each image's crop×crop window (N×2, int64, on the masks' device): centred on the bounding box
+    of its hole (the image's centre when it has none), shifted to lie inside the image. Computed on the device with
+    no value read back to the host, so a CUDA step never waits on it."""
     size_h, size_w = masks.shape[-2:]
     holes = masks[:, 0] > 0.5
-    rows, cols = holes.any(dim=2), holes.any(dim=1)  # N×H, N×W: the rows and columns the hole touches
 
-    def span(hit: torch.Tensor, length: int) -> tuple[int, int]:
-        if not bool(hit.any()):
-            return 0, length  # no hole: centre the window
-        index = torch.nonzero(hit).flatten()
-        return int(index[0]), int(index[-1]) + 1
+    def window_start(hit: torch.Tensor, length: int) -> torch.Tensor:
+        """hit: N×L, the rows (or columns) each image's hole touches -> the window's first index along them."""
+        found = hit.any(dim=1)
+        first = hit.int().argmax(dim=1)  # argmax returns the first maximum: the hole's first row
+        end = length - hit.flip(1).int().argmax(dim=1)  # one past its last
+        # no hole: the span is the whole axis, so the window is centred
+        first, end = torch.where(found, first, 0), torch.where(found, end, length)
+        return ((first + end - crop) // 2).clamp(0, length - crop)
 
-    corners = []
-    for r, c in zip(rows.cpu(), cols.cpu()):
-        (r0, r1), (c0, c1) = span(r, size_h), span(c, size_w)
-        top = min(max((r0 + r1 - crop) // 2, 0), size_h - crop)
-        left = min(max((c0 + c1 - crop) // 2, 0), size_w - crop)
-        corners.append((top, left))
-    return corners
+    return torch.stack([window_start(holes.any(dim=2), size_h), window_start(holes.any(dim=1), size_w)], dim=1)
 
 
-def crop_patches(images: torch.Tensor, corners: list[tuple[int, int]], crop: int) -> torch.Tensor:
-    return torch.stack([image[:, t:t + crop, l:l + crop] for image, (t, l) in zip(images, corners)])
+def crop_patches(images: torch.Tensor, corners: torch.Tensor, crop: int) -> torch.Tensor:
+    """Each image's crop×crop window at its (top, left) corner, by indexing (differentiable; no host sync)."""
+    offsets = torch.arange(crop, device=images.device)
+    rows = (corners[:, 0, None] + offsets)[:, None, :, None]  # N×1×crop×1
+    cols = (corners[:, 1, None] + offsets)[:, None, None, :]  # N×1×1×crop
+    batch = torch.arange(images.shape[0], device=images.device)[:, None, None, None]
+    channels = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return images[batch, channels, rows, cols]
 
 
 # ------------------------------------------------------------------------------------------- the model
