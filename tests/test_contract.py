@@ -168,16 +168,19 @@ def test_checkpoints_hold_safetensors_and_json_only(name, trained_dirs):
     assert (out / "samples" / "step_000004.png").is_file()
 
 
+def tiny_flags(model_cls) -> list[str]:
+    """A trained model's `tiny` configuration as `train` flags (False booleans are store_false `--no-...` flags)."""
+    argv = []
+    for key, value in model_cls.tiny.items():
+        argv += [f"--no-{key.replace('_', '-')}"] if value is False else ["--" + key.replace("_", "-"), str(value)]
+    return argv
+
+
 @pytest.mark.parametrize("name", list(TRAINED))
 def test_dry_run_prints_every_network_and_its_parameter_count(name, demo_small, tmp_path, capsys):
     model_cls = trainable_class(name)
-    argv = ["train", name, "--dry-run", "--data", str(demo_small), "--out", str(tmp_path / "never")]
-    for key, value in model_cls.tiny.items():
-        flag = "--" + key.replace("_", "-")
-        if value is False:
-            continue  # boolean options off in `tiny` are store_false flags (--no-...)
-        argv += [flag, str(value)]
-    argv += [f"--no-{k.replace('_', '-')}" for k, v in model_cls.tiny.items() if v is False]
+    argv = ["train", name, "--dry-run", "--data", str(demo_small), "--out", str(tmp_path / "never"),
+            *tiny_flags(model_cls)]
     assert main(argv) == 0
     text = capsys.readouterr().out
     model = model_cls()

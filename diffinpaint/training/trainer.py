@@ -402,6 +402,35 @@ def _reseeder(device: torch.device):
     return reseed
 
 
+def parameter_checksums(nets: dict[str, torch.nn.Module]) -> torch.Tensor:
+    """Per network, the float64 sum and sum of squares of its trained parameters (not buffers: batch-norm running
+    statistics are per process by design). Replicas that took the same averaged gradients hold bit-identical
+    weights, so these agree exactly across processes."""
+    rows = []
+    for net in nets.values():
+        values = torch.cat([p.detach().reshape(-1).double() for p in net.parameters()])
+        rows.append(torch.stack([values.sum(), values.square().sum()]))
+    return torch.stack(rows)
+
+
+def diverged_networks(names: list[str], gathered: torch.Tensor) -> list[str]:
+    """The networks whose checksums differ between processes (gathered: processes × networks × 2)."""
+    return [name for i, name in enumerate(names) if not bool((gathered[:, i] == gathered[0, i]).all())]
+
+
+def check_replicas(accelerator, nets: dict[str, torch.nn.Module], step: int) -> None:
+    """Every process must hold the same weights before a checkpoint is written from rank 0's copy. A gradient that
+    DDP did not average (a loss taken through an unwrapped network, an unused parameter) leaves the replicas apart
+    silently; this makes it a loud error. A bug, not bad input: it raises with a traceback."""
+    mine = parameter_checksums(nets).to(accelerator.device)
+    gathered = accelerator.gather(mine[None]).cpu()  # processes × networks × 2
+    diverged = diverged_networks(list(nets), gathered)
+    if diverged:
+        raise RuntimeError(f"after step {step} the processes hold different weights for {', '.join(diverged)}: a "
+                           "gradient was not averaged across processes (checksums per process: "
+                           f"{gathered.tolist()})")
+
+
 def _log_trackers(accelerator, step: int, values: dict, grid: np.ndarray | None) -> None:
     if values:
         accelerator.log(values, step=step)
@@ -585,6 +614,8 @@ def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | Non
             if checkpoint_now:
                 step_schedulers(schedulers_behind)
                 schedulers_behind = 0
+                if processes > 1:
+                    check_replicas(accelerator, model.nets, step)
                 accelerator.wait_for_everyone()
                 if main_process:
                     networks = {n: accelerator.unwrap_model(v) for n, v in model.nets.items()} | ema.networks()
