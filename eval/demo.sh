@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: demo photos from scikit-image -> a train/test split -> train every model the toolkit trains in a small
-# CPU configuration (the paper configurations on a GPU) -> eval them with telea, ns (+ sd with SD_MODEL) on the
-# HELD-OUT images -> report. Rerunning reuses what is finished.
+# CPU configuration (the paper configurations on a GPU) -> eval them beside the floors, the classical and patch-based
+# fills (+ sd with SD_MODEL) on the HELD-OUT images -> report. Rerunning reuses what is finished.
 #   SD_MODEL=/path/to/stable-diffusion-inpainting make demo
 #   FID_WEIGHTS=/path/to/pt_inception-2015-12-05-6726825d.pth LPIPS_WEIGHTS=/path/to/alexnet-owt-7be5be79.pth make demo
 #   VGG_WEIGHTS=/path/to/vgg19-dcbb9e9d.pth make demo        (DMFN's perceptual losses; without: --no-perceptual)
@@ -65,7 +65,7 @@ for model in pix2pix deepfill dmfn dcgan transgan repaint lama; do
 done
 
 # 3. Score on the held-out split only
-MODELS=grey,ring_mean,telea,ns,pix2pix,deepfill,dmfn,dcgan,transgan,repaint,lama  # grey, ring_mean: floors
+MODELS=grey,ring_mean,telea,ns,exemplar,patchmatch,pix2pix,deepfill,dmfn,dcgan,transgan,repaint,lama  # grey, ring_mean: floors
 SD_ARGS=()
 if [ -n "${SD_MODEL:-}" ]; then
   MODELS=sd,$MODELS
