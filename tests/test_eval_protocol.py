@@ -3,6 +3,7 @@ whole-image metrics (LaMa / CoModGAN) with features computed once, LaMa's area b
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
 import shutil
@@ -21,7 +22,8 @@ from diffinpaint.cli import main
 from diffinpaint.data import load_dataset
 from diffinpaint.data.demo import make_demo_dataset
 from diffinpaint.evaluation import fid as fidlib
-from diffinpaint.evaluation.columns import BIN_NAMES, area_bin
+from diffinpaint.evaluation.columns import (BIN_NAMES, PER_BIN_COLUMNS, PER_BIN_SET, PER_IMAGE, area_bin,
+                                           per_bin_table)
 from diffinpaint.models import MODELS
 from diffinpaint.models.classical import TeleaModel
 from diffinpaint.training.data import training_set_record
@@ -266,7 +268,8 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def full_eval(tmp_path_factory, weights):
-    """6 photos of 48 px with one 16 px hole; telea (deterministic) and count_a over seeds 0,1, every metric on.
+    """6 photos of 48 px with one hole each: 16 px in the first five (11% of the image), 32 px in the last (44%), so
+    two of LaMa's area bins hold images; telea (deterministic) and count_a over seeds 0,1, every metric on.
     Counts the items Inception sees (Inception is the slow part on a CPU: ~0.3 s per item)."""
     root = tmp_path_factory.mktemp("full")
     data = make_demo_dataset(root / "data", size=48, crops_per_photo=1, holes=1, hole_size=16, seed=3)
@@ -275,7 +278,9 @@ def full_eval(tmp_path_factory, weights):
         if path.relative_to(data / "images").as_posix() not in keep:
             path.unlink()
     rows = (data / "masks.csv").read_text().splitlines()
-    (data / "masks.csv").write_text("\n".join([rows[0]] + [r for r in rows[1:] if r.split(",")[0] in keep]) + "\n")
+    # the dataset's last image gets a 32 px hole: alone in the 40-50% bin
+    kept = [r if r.split(",")[0] != keep[-1] else f"{keep[-1]},8,8,32,32" for r in rows[1:] if r.split(",")[0] in keep]
+    (data / "masks.csv").write_text("\n".join([rows[0]] + kept) + "\n")
     seen = []
     original = fidlib.InceptionFeatures.__call__
 
@@ -372,8 +377,95 @@ def test_per_bin_has_lamas_ten_bins_per_model(full_eval):
     telea = per_image[per_image["model"] == "telea"]
     index = area_bin(float(telea["hole_fraction"].iloc[0]))  # 16²/48² = 11%: the 10-20% bin
     row = bins[(bins["model"] == "telea") & (bins["bin"] == BIN_NAMES[index])].iloc[0]
-    assert BIN_NAMES[index] == "10-20%" and row["n_images"] == len(telea)
-    assert row["psnr_full"] == pytest.approx(telea["psnr_full"].mean(), rel=1e-12)
+    assert BIN_NAMES[index] == "10-20%" and row["n_images"] == len(telea) - 1  # the last image: 32²/48², 40-50%
+    assert row["psnr_full"] == pytest.approx(telea["psnr_full"].iloc[:-1].mean(), rel=1e-12)
+    # the per-image columns are those recomputed from per_image.csv alone (the FID/KID columns come after them)
+    recomputed = per_bin_table(per_image, ["telea", "count_a"])
+    columns = ["model", "bin", "n_images", *PER_IMAGE]
+    assert list(bins.columns) == PER_BIN_COLUMNS and bins.columns[-5:].tolist() == ["n_fid_crops", *PER_BIN_SET]
+    pd.testing.assert_frame_equal(bins[columns], recomputed[columns].astype({c: float for c in PER_IMAGE}),
+                                  check_dtype=False, rtol=1e-12)
+
+
+def _features_of(net, samples, folder: Path | None):
+    """(whole, crops) Inception features of the originals (folder None) or of a run's outputs, as eval holds them
+    (float32)."""
+    images = [s.load_image() if folder is None else np.asarray(Image.open(folder / s.output_relpath))
+              for s in samples]
+    whole = net(images).float().numpy()
+    crops = net([c for image, s in zip(images, samples) for c in fidlib.hole_crops(image, s.boxes, None)])
+    return whole, crops.float().numpy()
+
+
+@pytest.fixture(scope="module")
+def full_eval_features(full_eval, weights):
+    """The outputs' Inception features recomputed apart from eval (telea; count_a seeds 0 and 1) and the originals'
+    as eval cached them."""
+    data, out, _ = full_eval
+    samples = load_dataset(data).samples
+    net = fidlib.InceptionFeatures(weights[0])
+    cache, = out.parent.joinpath("cache").glob("gt-*.safetensors")
+    cached = fidlib.load_cached(cache)
+    real = cached["whole"].numpy(), cached["crops"].numpy(), cached["crop_image"].numpy()
+    fakes = {("telea", 0): _features_of(net, samples, out / "runs" / "telea" / "images"),
+             **{("count_a", s): _features_of(net, samples, out / "runs" / "count_a" / f"seed_{s}" / "images")
+                for s in (0, 1)}}
+    return samples, real, fakes
+
+
+def test_per_bin_fid_and_kid_are_those_of_each_bins_images(full_eval, full_eval_features):
+    """per_bin.csv's fid/kid (hole crops) and fid_full/kid_full (whole images) of the 10-20% bin equal the module's
+    FID/KID on the features of that bin's five images only (originals from the cache, outputs recomputed here), per
+    seed then averaged; the 40-50% bin holds one image: null, with its count, in per_bin.csv and in the report."""
+    from diffinpaint.evaluation.columns import PER_BIN_NOTE
+    from diffinpaint.evaluation.evaluate import inception_distances
+
+    _, out, _ = full_eval
+    samples, (real_whole, real_crops, crop_image), fakes = full_eval_features
+    assert len(real_crops) == len(samples) and (crop_image == np.arange(len(samples))).all()  # one hole per image
+    assert [s.boxes[0][2] for s in samples] == [16] * 5 + [32]
+    bins = pd.read_csv(out / "per_bin.csv")
+    five = np.arange(5)
+    for model, seeds in (("telea", [0]), ("count_a", [0, 1])):
+        row = bins[(bins["model"] == model) & (bins["bin"] == "10-20%")].iloc[0]
+        assert row["n_images"] == 5 and row["n_fid_crops"] == 5
+        per_seed = [inception_distances(fakes[(model, s)][0][five], fakes[(model, s)][1][five], real_whole[five],
+                                        real_crops[five], five) for s in seeds]
+        assert per_seed[0]["fid"] == pytest.approx(fidlib.frechet_distance(
+            torch.from_numpy(fakes[(model, seeds[0])][1][five]).double(), torch.from_numpy(real_crops[five]).double()))
+        for metric in ("fid", "kid", "fid_full", "kid_full"):
+            expected = np.mean([s[metric] for s in per_seed])
+            assert row[metric] == pytest.approx(expected, rel=1e-3, abs=1e-6), (model, metric)
+        lone = bins[(bins["model"] == model) & (bins["bin"] == "40-50%")].iloc[0]
+        assert lone["n_images"] == 1 and lone[["fid", "kid", "fid_full", "kid_full"]].isna().all()
+        assert bins[(bins["model"] == model) & (bins["n_images"] == 0)][["fid", "kid"]].isna().all().all()
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert html.escape(PER_BIN_NOTE, quote=True) in page and ">too few</span>" in page
+    telea = bins[(bins["model"] == "telea") & (bins["bin"] == "10-20%")].iloc[0]
+    assert f"<td>{telea['fid']:.2f}</td>" in page
+
+
+def test_set_metric_intervals_over_seeds_use_every_seed(full_eval, full_eval_features):
+    """count_a's summary intervals are those of its two seeds' average on shared resamples of the images, not its
+    first seed's; telea (one run) keeps its own interval. Recomputed from the features (outputs recomputed here)."""
+    from diffinpaint.evaluation.evaluate import seed_intervals, set_metrics
+
+    _, out, _ = full_eval
+    _, real, fakes = full_eval_features
+    summary = {r["model"]: r for r in json.loads((out / "summary.json").read_text())}
+    scores = {key: set_metrics(whole, crops, real[0], real[1], real[2]) for key, (whole, crops) in fakes.items()}
+    both = seed_intervals([scores[("count_a", 0)], scores[("count_a", 1)]])
+    for model, expected in (("count_a", both), ("telea", seed_intervals([scores[("telea", 0)]]))):
+        for name in ("fid", "kid", "fid_full", "kid_full"):
+            for end in ("low", "high"):
+                key = f"{name}_ci_{end}"
+                assert summary[model][key] == pytest.approx(expected[key], rel=1e-3, abs=1e-6), (model, key)
+        assert summary[model]["pids_ci_low"] is not None and summary[model]["uids_ci_high"] is not None
+    first_only = scores[("count_a", 0)]
+    assert any(both[k] != pytest.approx(first_only[k], rel=1e-3) for k in ("fid_full_ci_low", "fid_full_ci_high"))
+    page = (out / "report.html").read_text(encoding="utf-8")
+    low, high = summary["count_a"]["fid_full_ci_low"], summary["count_a"]["fid_full_ci_high"]
+    assert f"[{low:.2f}, {high:.2f}]" in page and "each resample takes the same images from every seed" in page
 
 
 def test_pids_uids_follow_comodgans_definition():

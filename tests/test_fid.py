@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.linalg
 import torch
@@ -291,3 +292,127 @@ def test_without_weights_fid_is_missing_with_one_warning_and_the_rest_runs(demo_
 
     row = json.loads((tmp_path / "ev" / "summary.json").read_text())[0]
     assert row["fid"] is None and row["kid"] is None and row["rmse"] > 0 and 0 < row["ssim"] < 1
+
+
+# ---------------------------------------------------------------------------------------------- per bin, seeds
+
+
+def _binned_rows(rng, seed, real_whole, real_crops, crop_image, fractions, shift):
+    """One seed's scored rows as eval holds them (hole_fraction, Inception features in the private keys), fakes
+    = originals + noise."""
+    rows = []
+    for i, fraction in enumerate(fractions):
+        mine = crop_image == i
+        rows.append({"model": "m", "image": f"img{i}", "seed": seed, "hole_fraction": fraction,
+                     "_whole_features": real_whole[i] + rng.normal(shift, 1, real_whole.shape[1]),
+                     "_crop_features": real_crops[mine] + rng.normal(shift, 1, (int(mine.sum()), real_crops.shape[1]))})
+    return rows
+
+
+def test_per_bin_fid_and_kid_are_those_of_the_bins_own_images():
+    """Three bins: 12 images (1-2 crops each), 3 images (FID yes, KID no: subsets of 2 need 4 images), 1 image
+    (neither). Each bin's value is the statistic on that bin's features only, per seed, averaged over the two seeds; FID also
+    against scipy's sqrtm (an independent formula)."""
+    from diffinpaint.evaluation.columns import BIN_NAMES, PER_BIN_SET, PER_IMAGE, per_bin_table
+    from diffinpaint.evaluation.evaluate import per_bin_set_metrics
+
+    rng = np.random.default_rng(11)
+    dim = 5
+    fractions = [0.05] * 12 + [0.45] * 3 + [0.95]
+    counts = [1, 2] * 6 + [1, 1, 1, 1]
+    crop_image = np.repeat(np.arange(len(fractions)), counts)
+    real_whole, real_crops = rng.normal(0, 1, (len(fractions), dim)), rng.normal(0, 1, (len(crop_image), dim))
+    rows = [r for seed, shift in ((0, 0.3), (1, 0.6))
+            for r in _binned_rows(rng, seed, real_whole, real_crops, crop_image, fractions, shift)]
+    rows = rows[::-1]  # the order rows arrive in must not matter
+    order = {f"img{i}": i for i in range(len(fractions))}
+    bins = per_bin_set_metrics(rows, (real_whole, real_crops, crop_image), order)
+
+    def expected(images, metric):
+        per_seed = []
+        for seed in (0, 1):
+            mine = sorted((r for r in rows if r["seed"] == seed and order[r["image"]] in images),
+                          key=lambda r: order[r["image"]])
+            crops = np.isin(crop_image, images)
+            if metric.endswith("_full"):
+                fake, real, groups = np.stack([r["_whole_features"] for r in mine]), real_whole[images], None
+            else:
+                fake, real = np.concatenate([r["_crop_features"] for r in mine]), real_crops[crops]
+                groups = crop_image[crops]
+            if metric.startswith("fid"):
+                value = fidlib.frechet_distance(torch.from_numpy(fake), torch.from_numpy(real))
+                if len(fake) > dim:  # a full-rank covariance: scipy's sqrtm is reliable there
+                    assert value == pytest.approx(scipy_frechet(fake, real), rel=1e-6)
+            else:
+                value = fidlib.kernel_inception_distance(real, fake, groups=groups)[0]
+            per_seed.append(value)
+        return float(np.mean(per_seed))
+
+    big, small, single = BIN_NAMES[0], BIN_NAMES[4], BIN_NAMES[9]
+    for metric in PER_BIN_SET:
+        assert bins[big][metric] == pytest.approx(expected(np.arange(12), metric), rel=1e-10), metric
+    assert bins[big]["n_fid_crops"] == 18
+    assert bins[small]["fid"] == pytest.approx(expected(np.arange(12, 15), "fid"), rel=1e-10)
+    assert bins[small]["fid_full"] == pytest.approx(expected(np.arange(12, 15), "fid_full"), rel=1e-10)
+    assert bins[small]["kid"] is None and bins[small]["kid_full"] is None  # 3 images: no KID, never a made-up one
+    assert all(bins[single][m] is None for m in PER_BIN_SET) and bins[single]["n_fid_crops"] == 1
+    assert all(bins[name][m] is None for name in BIN_NAMES[1:4] for m in PER_BIN_SET)
+
+    # per_bin.csv: the per-image columns are those of the table without set metrics; the set columns come after
+    frame = pd.DataFrame.from_records([{k: v for k, v in r.items() if not k.startswith("_")}
+                                       | {"rmse": float(order[r["image"]]), "n_hole_pixels": 10, "n_holes": 1}
+                                       for r in rows])
+    plain, full = per_bin_table(frame, ["m"]), per_bin_table(frame, ["m"], {"m": bins})
+    assert list(full.columns[-5:]) == ["n_fid_crops", *PER_BIN_SET]
+    per_image_columns = ["model", "bin", "n_images", *PER_IMAGE]
+    pd.testing.assert_frame_equal(full[per_image_columns], plain[per_image_columns])
+    assert plain[PER_BIN_SET].isna().all().all()  # without features: empty, never zero
+    assert full.loc[0, "n_images"] == 12 and full.loc[0, "fid"] == bins[big]["fid"]
+    assert pd.isna(full.loc[4, "kid"]) and full.loc[4, "n_images"] == 3
+
+
+def _seed_scores(rng, real_whole, real_crops, crop_image, shift):
+    from diffinpaint.evaluation.evaluate import set_metrics
+
+    fake_whole = real_whole + rng.normal(shift, 1, real_whole.shape)
+    fake_crops = real_crops + rng.normal(shift, 1, real_crops.shape)
+    return set_metrics(fake_whole, fake_crops, real_whole, real_crops, crop_image), fake_whole
+
+
+def test_set_metric_intervals_with_several_seeds_are_those_of_the_seed_average():
+    """One seed: the summary's interval is that seed's own (set_metric_intervals, unchanged). Two seeds: each
+    resample draws the same images for both seeds and the two values are averaged, so changing only the second
+    seed's outputs changes the interval."""
+    from diffinpaint.evaluation.evaluate import seed_intervals
+
+    rng = np.random.default_rng(3)
+    n, dim = 24, 6
+    real_whole, real_crops = rng.normal(0, 1, (n, dim)), rng.normal(0, 1, (2 * n, dim))
+    crop_image = np.repeat(np.arange(n), 2)
+    first, fake_whole_0 = _seed_scores(rng, real_whole, real_crops, crop_image, 0.2)
+    second, fake_whole_1 = _seed_scores(rng, real_whole, real_crops, crop_image, 0.5)
+    other, _ = _seed_scores(rng, real_whole, real_crops, crop_image, 0.9)
+    fields = [f"{m}_ci_{end}" for m in fidlib.CI_METRICS for end in ("low", "high")]
+
+    one = seed_intervals([first])
+    assert all(one[k] == first[k] and one[k] is not None for k in fields)
+    counts = torch.from_numpy(fidlib.bootstrap_counts(n, fidlib.N_RESAMPLES))
+    alone = fidlib.resampled_frechet_distances(torch.from_numpy(fake_whole_0), torch.from_numpy(real_whole), counts)
+    assert (first["fid_full_ci_low"], first["fid_full_ci_high"]) == pytest.approx(
+        tuple(np.percentile(alone.numpy(), [2.5, 97.5])), rel=1e-12)
+
+    two = seed_intervals([first, second])
+    averaged = (fidlib.resampled_frechet_distances(torch.from_numpy(fake_whole_0), torch.from_numpy(real_whole), counts)
+                + fidlib.resampled_frechet_distances(torch.from_numpy(fake_whole_1), torch.from_numpy(real_whole),
+                                                     counts)).numpy() / 2
+    low, high = np.percentile(averaged, [2.5, 97.5])
+    assert (two["fid_full_ci_low"], two["fid_full_ci_high"]) == pytest.approx((low, high), rel=1e-12)
+    for name in ("fid", "fid_full", "kid", "kid_full"):
+        assert two[f"{name}_ci_low"] != first[f"{name}_ci_low"], name
+    for name in ("kid", "kid_full"):  # placed around the reported value, now the mean over seeds
+        assert two[f"{name}_ci_low"] < (first[name] + second[name]) / 2 < two[f"{name}_ci_high"]
+    changed = seed_intervals([first, other])
+    assert all(changed[k] != two[k] for k in fields if k.startswith(("fid", "kid")))
+    assert all(two[k] is not None for k in fields)  # P-IDS/U-IDS too (up to 256 images: refit per resample)
+    # a seed that could not compute the set metrics leaves the intervals null, not one seed's
+    assert all(v is None for v in seed_intervals([first, {"fid": None}]).values())

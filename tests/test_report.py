@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import html
 import json
 import math
 import os
@@ -14,6 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -260,6 +262,38 @@ def test_by_hole_area_plots_each_metric_in_lamas_bins(page, eval_dir):
     fractions = ev.frame[ev.frame["model"] == "telea"]["hole_fraction"]
     expected = np.bincount(np.minimum((fractions * 10).astype(int), 9), minlength=10)
     assert list(bins[bins["model"] == "telea"]["n_images"]) == list(expected)
+
+
+def test_per_bin_fid_and_set_metric_intervals_come_from_eval_files(tmp_path):
+    """FID/KID per bin need the Inception features, which only eval has: the page reads them from per_bin.csv, says
+    what they rest on (the bias note), shows "too few" where eval left a bin's value empty, and puts summary.json's
+    set-metric intervals next to fid/kid/pids. No per_bin.csv (the folder above): the plain image-count table."""
+    from diffinpaint.evaluation.columns import PER_BIN_COLUMNS, PER_BIN_NOTE, per_bin_table
+
+    ev_dir = build_eval(tmp_path, fid=12.5)
+    ev = report.read_eval_folder(ev_dir)
+    counts = per_bin_table(ev.frame, ev.models).set_index(["model", "bin"])["n_images"]
+    values = {m: {b: ({"fid": 40.0 + i, "kid": 0.01 * i, "fid_full": 20.0 + i, "kid_full": 0.001 * i,
+                       "n_fid_crops": int(n) + 1} if n >= 2 else {"n_fid_crops": int(n)})
+                  for i, ((mm, b), n) in enumerate(counts.items()) if mm == m} for m in ev.models}
+    (ev_dir / "per_bin.csv").write_text(per_bin_table(ev.frame, ev.models, values).to_csv(index=False),
+                                        encoding="utf-8")
+    assert report.read_bin_set_metrics(ev_dir)["ns"] == {b: {**{k: None for k in ("fid", "kid", "fid_full",
+                                                                                   "kid_full")}, **v}
+                                                         for b, v in values["ns"].items()}
+    summary = json.loads((ev_dir / "summary.json").read_text())
+    for entry in summary:
+        entry.update(fid_ci_low=11.25, fid_ci_high=13.75, pids_ci_low=0.05, pids_ci_high=0.15)
+    (ev_dir / "summary.json").write_text(json.dumps(summary))
+    text = report.write_report(ev_dir, max_grid_images=1, n_worst=0).read_text(encoding="utf-8")
+    assert list(pd.read_csv(ev_dir / "per_bin.csv").columns) == PER_BIN_COLUMNS
+    assert html.escape(PER_BIN_NOTE, quote=True) in text
+    assert "<th>images (crops)</th><th>fid ↓</th><th>kid ↓</th><th>fid_full ↓</th><th>kid_full ↓</th>" in text
+    single = [b for (m, b), n in counts.items() if m == "telea" and n == 1]
+    assert single and ">too few</span>" in text  # a bin of one image: no FID, never a number
+    shown = [(b, v) for b, v in values["telea"].items() if "fid" in v]
+    assert shown and f"<td>{shown[0][1]['fid']:.2f}</td>" in text
+    assert "12.50 <span class=\"ci\">[11.25, 13.75]</span>" in text and "[0.050, 0.150]" in text
 
 
 def test_the_report_deletes_only_its_own_assets(tmp_path):

@@ -2,8 +2,18 @@
 imports this too, so the summary eval writes and the numbers the report recomputes share one definition).
 
 Each metric is one column of summary.csv/json; those with per-image values are also columns of per_image.csv
-and per_bin.csv. A model's summary value is computed per seed from its per-image rows, then averaged over seeds
-(`<name>_seed_sd` = the sample standard deviation across seeds).
+and per_bin.csv, and FID/KID (hole crops and whole images) are also computed per bin (PER_BIN_SET, PER_BIN_NOTE).
+A model's summary value is computed per seed from its per-image rows, then averaged over seeds (`<name>_seed_sd` =
+the sample standard deviation across seeds).
+
+Intervals. The set metrics' `<name>_ci_low` / `<name>_ci_high` in the summary (fid, kid, fid_full, kid_full, pids,
+uids; fid.CI_METRICS) are 95% percentile-bootstrap intervals over images computed from the cached Inception
+features (fid.resampled_set_metrics). With several seeds, each resample draws the same images for every seed, the
+statistic is computed per seed on it and averaged over seeds, exactly as the summary's value is averaged
+(fid.seed_averaged_intervals); the interval is the 2.5th..97.5th percentile of that seed average. An image's
+outputs in all seeds travel together, and each output's seed comes from (seed, image), so the interval covers both
+which images were drawn and how outputs vary from seed to seed; with one seed it is that seed's interval. The
+report computes the per-image metrics' intervals the same way (report.seed_mean_ci).
 """
 from __future__ import annotations
 
@@ -142,8 +152,29 @@ def n_psnr_capped(rows: pd.DataFrame) -> int:
     return int(np.sum(values >= PSNR_CAP_DB))
 
 
-def per_bin_table(per_image: pd.DataFrame, models: list[str]) -> pd.DataFrame:
-    """per_bin.csv: model, bin, n_images and every per-image metric, ten rows per model (LaMa's bins)."""
+# per_bin.csv's set metrics: FID and KID of each bin's own images, hole crops (fid, kid) and whole images (fid_full,
+# kid_full), from the Inception features eval already holds (evaluate.per_bin_set_metrics), per seed then averaged.
+# Empty where the bin is too small: FID needs 2 rows per side (a covariance), KID subsets of 2 per side from
+# disjoint images (4 images; more when images have several crops). n_images and n_fid_crops give what each value
+# rests on. The report shows PER_BIN_NOTE with them.
+PER_BIN_SET = ["fid", "kid", "fid_full", "kid_full"]
+PER_BIN_COLUMNS = ["model", "bin", "n_images", *PER_IMAGE, "n_fid_crops", *PER_BIN_SET]
+PER_BIN_NOTE = ("FID and KID per bin compare each bin's outputs with the same images' originals, features of that "
+                "bin's images only (crops for fid/kid, whole images for fid_full/kid_full; seeds averaged). FID rests "
+                "on n_images whole images or n_fid_crops crops per side; on fewer than the 2048 feature dimensions "
+                "it is strongly biased upward, the more so the fewer the images, so bins with different counts are "
+                "not comparable by FID, nor with the summary's FID: compare models within one bin, or by KID "
+                "(unbiased, though noisy on few images). Empty in per_bin.csv (\"too few\" in the report): too few "
+                "images for that statistic (FID needs 2 per side, KID 4 images, more when images hold several "
+                "holes).")
+
+
+def per_bin_table(per_image: pd.DataFrame, models: list[str],
+                  set_metrics: dict[str, dict[str, dict]] | None = None) -> pd.DataFrame:
+    """per_bin.csv: model, bin, n_images, every per-image metric, and FID/KID of the bin's images (PER_BIN_SET,
+    with n_fid_crops), ten rows per model (LaMa's bins). `set_metrics` (model -> bin name -> values, from
+    evaluate.per_bin_set_metrics or a per_bin.csv already written) fills the set columns; empty without it."""
+    set_metrics = set_metrics or {}
     records = []
     per_image = per_image.assign(bin=per_image["hole_fraction"].astype(float).map(area_bin))
     for model in models:
@@ -157,5 +188,6 @@ def per_bin_table(per_image: pd.DataFrame, models: list[str]) -> pd.DataFrame:
                     per_seed = [aggregate(column, in_bin[in_bin["seed"] == s]) if len(in_bin) else None
                                 for s in seeds]
                     record[column.name] = over_seeds(per_seed)[0]
+            record.update(set_metrics.get(model, {}).get(name, {}))
             records.append(record)
-    return pd.DataFrame.from_records(records, columns=["model", "bin", "n_images", *PER_IMAGE])
+    return pd.DataFrame.from_records(records, columns=PER_BIN_COLUMNS)

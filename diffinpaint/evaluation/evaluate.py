@@ -5,7 +5,8 @@
     EVAL/runs/<model>/       each model's run folder (reused when finished; --runs DIR puts them elsewhere);
                              with --seeds a,b: runs/<model>/seed_<s>/ (deterministic models run once)
     EVAL/per_image.csv       model,image,rmse,ssim,ssim_crop,lpips,psnr_full,ssim_full,lpips_full,label,seed,...
-    EVAL/per_bin.csv         model,bin,n_images,<per-image metrics> over LaMa's ten bins of hole area
+    EVAL/per_bin.csv         model,bin,n_images,<per-image metrics>,n_fid_crops,fid,kid,fid_full,kid_full over LaMa's
+                             ten bins of hole area (FID/KID of each bin's own images; columns.PER_BIN_NOTE)
     EVAL/summary.csv/.json   one row per model (columns.py lists the metrics); null where not computable
     EVAL/text_detections.jsonl  every hole where the OCR model read text (text.py), outputs and originals
     EVAL/report.html
@@ -17,7 +18,8 @@ The steps, in order:
   3. score: each process its shard; hole metrics, whole-image metrics, LPIPS and Inception features of every
      image and crop once, the OCR (text_rate) and CLIP (clip_i, clip_t) of every output, and of each original
      once; rows gathered as objects (no padding, so nothing is counted twice);
-  4. set metrics (FID, KID, P-IDS/U-IDS) and the summary on the main process, which alone writes files.
+  4. set metrics (FID, KID, P-IDS/U-IDS; FID/KID per bin of hole area) and the summary on the main process, which
+     alone writes files.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ import pandas as pd
 import torch
 
 from . import fid as fidlib
-from .columns import COLUMNS, LATER, PER_IMAGE, n_psnr_capped, over_seeds, per_bin_table, per_image_summary
+from .columns import (BIN_NAMES, COLUMNS, LATER, PER_BIN_COLUMNS, PER_BIN_SET, PER_IMAGE, area_bin, n_psnr_capped,
+                      over_seeds, per_bin_table, per_image_summary)
 from .leakage import TrainingSetCheck, check_training_set, dataset_fingerprints
 from .metrics import (RADIUS, box_hole_ssim, box_squared_error, box_ssim, image_psnr, image_ssim,
                       mask_bounding_box, masked_squared_error, masked_ssim)
@@ -375,30 +378,45 @@ def _missing(note: str) -> dict[str, Any]:
             **{f"{name}_ci_{end}": None for name in fidlib.CI_METRICS for end in ("low", "high")}}
 
 
+def inception_distances(fake_whole: np.ndarray, fake_crops: np.ndarray, real_whole: np.ndarray,
+                        real_crops: np.ndarray, crop_image: np.ndarray | None = None) -> dict[str, Any]:
+    """fid, kid, kid_std (hole crops) and fid_full, kid_full, kid_full_std (whole images) of one paired set; None
+    where the set is too small for the statistic: FID needs 2 rows per side (a covariance), KID subsets of at least
+    2 per side from disjoint images (fidlib.kid_subset_size: 4 images, more when an image has several crops).
+    Rows are paired (row i of fake and real = the same image or crop); crop_image[k] = the image of crop k, so two
+    crops of one image never sit on both sides of a KID subset (default: one crop per image)."""
+    crop_image = np.arange(len(fake_crops)) if crop_image is None else np.asarray(crop_image)
+    largest = int(np.unique(crop_image, return_counts=True)[1].max()) if len(crop_image) else 1
+    out: dict[str, Any] = {}
+    for prefix, fake, real, groups, per_group in (("", fake_crops, real_crops, crop_image, largest),
+                                                  ("_full", fake_whole, real_whole, None, 1)):
+        f, r = torch.from_numpy(np.asarray(fake)).double(), torch.from_numpy(np.asarray(real)).double()
+        out[f"fid{prefix}"] = fidlib.frechet_distance(f, r) if len(f) >= 2 else None
+        out[f"kid{prefix}"] = out[f"kid{prefix}_std"] = None
+        if fidlib.kid_subset_size(len(f), largest_group=per_group) >= 2:
+            out[f"kid{prefix}"], out[f"kid{prefix}_std"] = fidlib.kernel_inception_distance(r, f, groups=groups)
+    return out
+
+
 def set_metrics(fake_whole: np.ndarray, fake_crops: np.ndarray, real_whole: np.ndarray, real_crops: np.ndarray,
                 crop_image: np.ndarray | None = None) -> dict[str, Any]:
     """FID, KID (crops and whole images) and P-IDS/U-IDS for one model and seed, each with its 95% image-bootstrap
-    interval `<metric>_ci_low/_ci_high` from the same features (fidlib.set_metric_intervals). Rows are paired
+    interval `<metric>_ci_low/_ci_high` from the same features (fidlib.set_metric_intervals's). Rows are paired
     (row i of fake and real = the same image or crop); crop_image[k] = the image row of crop k, so an image's crops
-    resample together and never sit on both sides of a KID subset (default: one crop per image)."""
+    resample together and never sit on both sides of a KID subset (default: one crop per image).
+
+    The resampled values themselves are kept under the private key `_resampled`: with several seeds summarise
+    averages them per resample across seeds (fidlib.seed_averaged_intervals) for the summary's intervals."""
     out = _missing("")
     notes = []
     crop_image = np.arange(len(fake_crops)) if crop_image is None else np.asarray(crop_image)
-    largest = int(np.bincount(crop_image).max()) if len(crop_image) else 1
-    computed = []
-    for prefix, fake, real, unit, groups, per_group in (("", fake_crops, real_crops, "crops", crop_image, largest),
-                                                         ("_full", fake_whole, real_whole, "images", None, 1)):
-        f, r = torch.from_numpy(fake).double(), torch.from_numpy(real).double()
-        if len(f) >= 2:
-            out[f"fid{prefix}"] = fidlib.frechet_distance(f, r)
-            computed.append(f"fid{prefix}")
-        if fidlib.kid_subset_size(len(f), largest_group=per_group) >= 2:
-            out[f"kid{prefix}"], out[f"kid{prefix}_std"] = fidlib.kernel_inception_distance(r, f, groups=groups)
-            computed.append(f"kid{prefix}")
-        else:
+    out.update(inception_distances(fake_whole, fake_crops, real_whole, real_crops, crop_image))
+    computed = [name for name in ("fid", "kid", "fid_full", "kid_full") if out[name] is not None]
+    for prefix, fake, unit in (("", fake_crops, "crops"), ("_full", fake_whole, "images")):
+        if out[f"kid{prefix}"] is None:
             notes.append(f"KID needs at least 4 {unit}")
-        if len(f) < FID_MIN_CROPS:
-            notes.append(f"{len(f)} {unit} (< {FID_MIN_CROPS}): FID{prefix.replace('_', ' ')} is biased, trust KID")
+        if len(fake) < FID_MIN_CROPS:
+            notes.append(f"{len(fake)} {unit} (< {FID_MIN_CROPS}): FID{prefix.replace('_', ' ')} is biased, trust KID")
     out["n_fid_crops"], out["n_fid_images"] = len(fake_crops), len(fake_whole)
     if len(fake_whole) >= 2:
         out["pids"], out["uids"], converged = fidlib.inception_discriminative_scores(
@@ -412,11 +430,69 @@ def set_metrics(fake_whole: np.ndarray, fake_crops: np.ndarray, real_whole: np.n
             notes.append(f"no P-IDS/U-IDS interval above {fidlib.IDS_CI_MAX_IMAGES} images (each resample refits "
                          "the SVM)")
     if len(fake_whole) >= 2:
-        intervals = fidlib.set_metric_intervals(real_whole, fake_whole, real_crops, fake_crops, crop_image,
-                                                estimates=out, metrics=computed)
-        for name, interval in intervals.items():
-            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = interval or (None, None)
+        out["_resampled"] = fidlib.resampled_set_metrics(real_whole, fake_whole, real_crops, fake_crops, crop_image,
+                                                         estimates=out, metrics=computed)
+        out.update(_interval_fields(fidlib.seed_averaged_intervals([out["_resampled"]])))
     out["fid_note"] = "; ".join(notes)
+    return out
+
+
+def _interval_fields(intervals: Mapping[str, tuple[float, float] | None]) -> dict[str, float | None]:
+    """{name: (low, high) or None} -> the summary's <name>_ci_low / <name>_ci_high fields."""
+    out = {}
+    for name, interval in intervals.items():
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = interval or (None, None)
+    return out
+
+
+def seed_intervals(set_scores: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The summary's <metric>_ci_low/_ci_high for fid, kid, fid_full, kid_full, pids, uids over all of a model's
+    seeds: each bootstrap resample draws the same images for every seed, each seed's statistic is computed on it and
+    the seeds averaged, as the summary's value is (fidlib.seed_averaged_intervals). So the interval covers image
+    sampling and seed-to-seed variation of the seed-averaged value; with one seed it is that seed's interval.
+    Null for a metric some seed could not compute."""
+    fields = {f"{name}_ci_{end}": None for name in fidlib.CI_METRICS for end in ("low", "high")}
+    if set_scores and all("_resampled" in s for s in set_scores):
+        fields.update(_interval_fields(fidlib.seed_averaged_intervals([s["_resampled"] for s in set_scores])))
+    return fields
+
+
+def per_bin_set_metrics(rows: list[dict], real: tuple[np.ndarray, np.ndarray, np.ndarray],
+                        order: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    """per_bin.csv's set metrics for one model: bin name -> fid, kid, fid_full, kid_full and n_fid_crops.
+
+    `rows` are the model's scored rows (every seed) with their Inception features (private keys `_whole_features`,
+    `_crop_features`); `real` the ground truth's (whole, crops, crop_image) in dataset order; `order` image id ->
+    dataset row. No Inception pass: the features eval already holds. Each bin compares its own images' outputs
+    with the same images' originals (crops paired as in set_metrics, KID's sides from disjoint images), per seed,
+    then the mean over seeds, as the summary. A value the bin is too small for is None (inception_distances);
+    n_images (per_bin_table) and n_fid_crops say what each value rests on: FID on few rows is strongly biased
+    upward, so bins of different sizes are not comparable by FID (columns.PER_BIN_NOTE)."""
+    real_whole, real_crops, crop_image = real
+    groups: dict[tuple[int, Any], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((area_bin(float(r["hole_fraction"])), r["seed"]), []).append(r)
+    seeds = sorted({r["seed"] for r in rows})
+    out = {}
+    for index, name in enumerate(BIN_NAMES):
+        per_seed, n_crops = [], 0
+        for seed in seeds:
+            mine = sorted(groups.get((index, seed), []), key=lambda r: order[r["image"]])
+            if not mine:
+                continue
+            images = np.array([order[r["image"]] for r in mine])
+            crops = np.flatnonzero(np.isin(crop_image, images))  # dataset order, as the fake crops below
+            fake_crops = np.concatenate([r["_crop_features"] for r in mine])
+            if len(fake_crops) != len(crops):
+                raise RuntimeError(f"bin {name}: {len(fake_crops)} output crops but {len(crops)} original crops")
+            per_seed.append(inception_distances(np.stack([r["_whole_features"] for r in mine]), fake_crops,
+                                                real_whole[images], real_crops[crops], crop_image[crops]))
+            n_crops = len(crops)
+        record: dict[str, Any] = {"n_fid_crops": n_crops}
+        for metric in PER_BIN_SET:
+            # a bin holds the same images in every seed, so a value is missing in all seeds or in none
+            record[metric] = over_seeds([s[metric] for s in per_seed])[0]
+        out[name] = record
     return out
 
 
@@ -425,7 +501,8 @@ def set_metrics(fake_whole: np.ndarray, fake_crops: np.ndarray, real_whole: np.n
 
 PER_IMAGE_COLUMNS = ["model", "image", *[c for c in PER_IMAGE if c not in LATER], "label", "seed", "n_holes",
                      "n_hole_pixels", "hole_fraction", *LATER, "n_text_holes", "n_text_holes_gt"]
-# KID's spread over subsets, the set metrics' bootstrap intervals and the counts (summarise: the first seed's)
+# KID's spread over subsets and the counts (summarise: the first seed's), the set metrics' bootstrap intervals (over
+# every seed: seed_intervals)
 SET_FIELDS = ["kid_std", "kid_full_std", *[f"{name}_ci_{end}" for name in fidlib.CI_METRICS for end in ("low", "high")],
               "n_fid_crops", "n_fid_images"]
 SUMMARY_COLUMNS = ["model", "n_images", "n_holes", *[c.name for c in COLUMNS], *SET_FIELDS, "n_seeds", "seeds",
@@ -462,7 +539,8 @@ def _finite_or_none(value):
 
 def summarise(plan: ModelPlan, rows: pd.DataFrame, set_scores: list[dict[str, Any]], lpips_note: str,
               notes: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """One model's summary row: per-seed values averaged over seeds, with their spread."""
+    """One model's summary row: per-seed values averaged over seeds, with their spread; the set metrics' intervals
+    are those of that seed average (seed_intervals)."""
     first = rows[rows["seed"] == plan.seeds[0]]
     row: dict[str, Any] = {"model": plan.name, "registry_model": plan.variant.model, "n_images": int(len(first)), "n_holes": int(first["n_holes"].sum())}
     spread = per_image_summary(rows)
@@ -472,8 +550,11 @@ def summarise(plan: ModelPlan, rows: pd.DataFrame, set_scores: list[dict[str, An
             row[column.name], row[f"{column.name}_seed_sd"] = spread[column.name]
         else:
             row[column.name], row[f"{column.name}_seed_sd"] = over_seeds([s[column.name] for s in set_scores])
-    for key in SET_FIELDS:  # KID's spread over subsets and the counts: the first seed's
-        row[key] = set_scores[0][key]
+    # the set metrics' intervals: every seed's outputs on each resample, averaged as the value is; KID's spread over
+    # subsets and the counts (the same in every seed): the first seed's
+    intervals = seed_intervals(set_scores)
+    for key in SET_FIELDS:
+        row[key] = intervals[key] if key in intervals else set_scores[0][key]
     row["fid_note"] = set_scores[0]["fid_note"]
     row["lpips_note"] = lpips_note
     row.update(notes or {})  # text_note, clip_note
@@ -570,6 +651,7 @@ def evaluate(dataset: Dataset, settings: EvalSettings, *, state=None, log=None) 
     rows.sort(key=lambda r: (model_order[r["model"]], r["seed"], order[r["image"]]))
     summary = []
     frame = pd.DataFrame.from_records([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    bin_scores = {}  # model -> bin -> per_bin.csv's FID/KID
     for plan in plans:
         set_scores = []
         for seed in plan.seeds:
@@ -579,6 +661,8 @@ def evaluate(dataset: Dataset, settings: EvalSettings, *, state=None, log=None) 
                 continue
             set_scores.append(set_metrics(np.stack([r["_whole_features"] for r in mine]),
                                           np.concatenate([r["_crop_features"] for r in mine]), *real))
+        if inception is not None:
+            bin_scores[plan.name] = per_bin_set_metrics([r for r in rows if r["model"] == plan.name], real, order)
         summary.append(summarise(plan, frame[frame["model"] == plan.name], set_scores, lpips_note,
                                  {"text_note": text_note, "clip_note": clip_note}))
     if inception is not None and real[1].shape[0] < FID_MIN_CROPS:
@@ -599,8 +683,7 @@ def evaluate(dataset: Dataset, settings: EvalSettings, *, state=None, log=None) 
               "num_processes": state.num_processes, "versions": library_versions()}
     atomic_write_text(out / "config.toml", tomli_w.dumps(toml_safe(config)))
     atomic_write_text(out / "per_image.csv", _csv(frame, PER_IMAGE_COLUMNS))
-    atomic_write_text(out / "per_bin.csv", _csv(per_bin_table(frame, names),
-                                                ["model", "bin", "n_images", *PER_IMAGE]))
+    atomic_write_text(out / "per_bin.csv", _csv(per_bin_table(frame, names, bin_scores), PER_BIN_COLUMNS))
     summary_frame = pd.DataFrame.from_records(summary)
     atomic_write_text(out / "summary.csv", _csv(summary_frame, SUMMARY_COLUMNS))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")

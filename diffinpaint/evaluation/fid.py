@@ -18,7 +18,9 @@ term (as independent draws from each side do) pulls KID below zero. `kid_std` is
 values (how much a subset of that size varies, not the standard error of the mean).
 
 Intervals (`set_metric_intervals`): percentile bootstrap over images (the crops of one image resample together),
-each resample scored with the same statistic on the cached features; see that function for counts and costs.
+each resample scored with the same statistic on the cached features; see resampled_set_metrics for counts and costs.
+With several seeds (`seed_averaged_intervals`) every seed's outputs are scored on the same resampled images and
+the per-seed values averaged per resample, as the summary averages the seeds' values.
 
 Weights: `--fid-weights PATH` names the standard file (pt_inception-2015-12-05-6726825d.pth as pytorch-fid
 distributes it, or weights-inception-2015-12-05-6726825d.pth as torch-fidelity does: the same tensors). It is
@@ -35,7 +37,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 from unittest import mock
 
 import numpy as np
@@ -391,18 +393,20 @@ def _ci95(values: Sequence[float]) -> tuple[float, float] | None:
     return float(low), float(high)
 
 
-def set_metric_intervals(real_whole: np.ndarray, fake_whole: np.ndarray, real_crops: np.ndarray,
-                         fake_crops: np.ndarray, crop_image: np.ndarray, *, estimates: dict | None = None,
-                         metrics: Iterable[str] = CI_METRICS, seed: int = BOOTSTRAP_SEED,
-                         n_resamples: int = N_RESAMPLES, n_resamples_large: int = N_RESAMPLES_LARGE,
-                         n_resamples_ids: int = N_RESAMPLES_IDS, ids_max_images: int = IDS_CI_MAX_IMAGES
-                         ) -> dict[str, tuple[float, float] | None]:
-    """95% percentile-bootstrap intervals (low, high) of fid, kid (hole crops), fid_full, kid_full, pids, uids.
+def resampled_set_metrics(real_whole: np.ndarray, fake_whole: np.ndarray, real_crops: np.ndarray,
+                          fake_crops: np.ndarray, crop_image: np.ndarray, *, estimates: dict | None = None,
+                          metrics: Iterable[str] = CI_METRICS, seed: int = BOOTSTRAP_SEED,
+                          n_resamples: int = N_RESAMPLES, n_resamples_large: int = N_RESAMPLES_LARGE,
+                          n_resamples_ids: int = N_RESAMPLES_IDS, ids_max_images: int = IDS_CI_MAX_IMAGES
+                          ) -> dict[str, np.ndarray]:
+    """Each of fid, kid (hole crops), fid_full, kid_full, pids, uids on every bootstrap resample of the images: the
+    raw material of set_metric_intervals (one seed) and seed_averaged_intervals (several).
 
     Rows of real_whole / fake_whole are images (paired); rows of real_crops / fake_crops are crops (paired) and
     crop_image[k] is the image row crop k comes from, so an image's crops resample together. Every resample draws
     n images with replacement (the same draws for all six metrics, as report.bootstrap draws them) and recomputes the
-    statistic from the cached features, each image counted as often as drawn:
+    statistic from the cached features, each image counted as often as drawn. The draws depend only on n and `seed`,
+    so two seeds' outputs on the same images get the same draws, row for row:
     - FID exactly (resampled_frechet_distances), n_resamples resamples, or n_resamples_large when a side has more
       than LARGE_ROWS rows. FID's small-sample bias grows when a resample holds fewer distinct images (~63%), so on
       small sets the interval can sit above the estimate: one more reason to compare by KID there.
@@ -410,7 +414,7 @@ def set_metric_intervals(real_whole: np.ndarray, fake_whole: np.ndarray, real_cr
       n_resamples resamples, shifted by (estimates[kid] - the all-pairs value on all images) so it brackets the
       reported subset average; the average's own Monte-Carlo error (~kid_std / √subsets) is not in the interval.
     - P-IDS/U-IDS by refitting the SVM with the counts as sample weights on the first n_resamples_ids resamples
-      (rough bounds), and only up to ids_max_images images; None (skipped) above.
+      (rough bounds), and only up to ids_max_images images; an empty array (no interval) above.
     Metrics not in `metrics` are left out. Measured on 2 busy CPU cores (README): 9 images / 18 crops ~3 s in all;
     200 images / 400 crops: FID ~40 s, KID < 1 s, P-IDS/U-IDS ~60 s. A CUDA device, when present, runs the FID
     resamples.
@@ -421,26 +425,61 @@ def set_metric_intervals(real_whole: np.ndarray, fake_whole: np.ndarray, real_cr
     counts = bootstrap_counts(n, max(n_resamples, n_resamples_large, n_resamples_ids), seed)
     crop_image = np.asarray(crop_image, dtype=np.int64)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    out: dict[str, tuple[float, float] | None] = {}
+    out: dict[str, np.ndarray] = {}
     for prefix, real, fake, weights, groups in (("", real_crops, fake_crops, counts[:, crop_image], crop_image),
                                                  ("_full", real_whole, fake_whole, counts, None)):
         if f"fid{prefix}" in wanted:
             r = torch.as_tensor(real, dtype=torch.float64).to(device)
             f = torch.as_tensor(fake, dtype=torch.float64).to(device)
             count = n_resamples if len(r) <= LARGE_ROWS else n_resamples_large
-            out[f"fid{prefix}"] = _ci95(resampled_frechet_distances(f, r, torch.from_numpy(weights[:count])
-                                                                    .to(device)).numpy())
+            out[f"fid{prefix}"] = resampled_frechet_distances(f, r, torch.from_numpy(weights[:count])
+                                                              .to(device)).numpy()
         if f"kid{prefix}" in wanted:
             values = kid_resampled(real, fake, np.concatenate([np.ones((1, len(real))), weights[:n_resamples]]),
                                    groups)
             shift = estimates[f"kid{prefix}"] - values[0] if estimates.get(f"kid{prefix}") is not None else 0.0
-            out[f"kid{prefix}"] = _ci95(values[1:] + shift)
+            out[f"kid{prefix}"] = values[1:] + shift
     if {"pids", "uids"} & wanted:
         scores = ([inception_discriminative_scores(torch.as_tensor(real_whole), torch.as_tensor(fake_whole), w)[:2]
                    for w in counts[:n_resamples_ids]] if n <= ids_max_images else [])
-        out["pids"] = _ci95([s[0] for s in scores])
-        out["uids"] = _ci95([s[1] for s in scores])
+        out["pids"] = np.array([s[0] for s in scores], dtype=np.float64)
+        out["uids"] = np.array([s[1] for s in scores], dtype=np.float64)
     return {k: v for k, v in out.items() if k in wanted}
+
+
+def set_metric_intervals(real_whole: np.ndarray, fake_whole: np.ndarray, real_crops: np.ndarray,
+                         fake_crops: np.ndarray, crop_image: np.ndarray, **options
+                         ) -> dict[str, tuple[float, float] | None]:
+    """95% percentile-bootstrap intervals (low, high) of fid, kid, fid_full, kid_full, pids, uids for one set of
+    outputs (one seed): the 2.5th..97.5th percentiles of resampled_set_metrics (same arguments); None where fewer
+    than two resamples gave a finite value."""
+    return {name: _ci95(values)
+            for name, values in resampled_set_metrics(real_whole, fake_whole, real_crops, fake_crops, crop_image,
+                                                      **options).items()}
+
+
+def seed_averaged_intervals(per_seed: Sequence[Mapping[str, np.ndarray]]) -> dict[str, tuple[float, float] | None]:
+    """95% intervals of the seed-averaged set metrics (the summary's value is the mean of the per-seed values).
+
+    `per_seed` holds one seed's resampled_set_metrics each, all on the same images, so resample r drew the same
+    images in every seed; resample r's seed-averaged statistic is the mean of the seeds' values on it, and the
+    interval is the percentiles of that. Images are the resampled unit and each carries all its seeds' outputs,
+    and a seed is drawn per (seed, image) independently of the other images: so the spread reflects both which
+    images were drawn and how the outputs vary from seed to seed. With one seed this is set_metric_intervals
+    exactly. A metric missing from any seed has no interval (None)."""
+    if not per_seed:
+        return {}
+    out: dict[str, tuple[float, float] | None] = {}
+    for name in per_seed[0]:
+        if not all(name in seed for seed in per_seed):
+            out[name] = None
+            continue
+        lengths = {len(seed[name]) for seed in per_seed}
+        if len(lengths) != 1:  # different draws: averaging them row by row would pair unrelated resamples
+            raise ValueError(f"{name}: the seeds' resamples differ in number ({sorted(lengths)}); they must come "
+                             "from the same images and bootstrap settings")
+        out[name] = _ci95(np.mean([np.asarray(seed[name], dtype=np.float64) for seed in per_seed], axis=0))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- cache

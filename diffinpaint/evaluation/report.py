@@ -12,7 +12,9 @@ The page reads top to bottom:
   4. paired differences between models on the images both scored: the summary's own statistic for A and B on one
      shared resample (CI), per-image wins, the number of comparisons (not corrected for multiplicity)
   5. per-label breakdown
-  6. by hole area: LaMa's ten bins of the hole's share of the image, every metric against hole area per model
+  6. by hole area: LaMa's ten bins of the hole's share of the image, every per-image metric against hole area per
+     model, and the table of images per bin with each bin's FID/KID (read from per_bin.csv: they need the
+     Inception features, which only eval has)
   7. distributions of per-image rmse and ssim (box + strip plot)
   8. comparison grid: masked input | each model | ground truth, holes outlined in magenta
   9. worst images per model by rmse
@@ -25,7 +27,9 @@ hole pixels (each image weighted by its hole pixel count, `n_hole_pixels` in per
 column is missing, which the page says), ssim / ssim_crop / lpips as the mean over holes (each image weighted by
 `n_holes`), the whole-image metrics as the mean over images. With several seeds the statistic is computed per
 seed on the same resampled images and averaged over seeds, as the summary is. The interval is the 2.5th..97.5th
-percentile of the resampled statistic (percentile bootstrap).
+percentile of the resampled statistic (percentile bootstrap). The set metrics' intervals (fid, kid, fid_full,
+kid_full, pids, uids) are not recomputed here (that needs the Inception features): the page shows summary.json's
+`<name>_ci_low/_ci_high`, which eval computes the same way from the cached features (columns.py, "Intervals").
 """
 from __future__ import annotations
 
@@ -43,7 +47,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .columns import BIN_EDGES, BY_NAME, COLUMNS, N_BINS, PER_IMAGE, PSNR_CAP_DB, per_bin_table
+from .columns import (BIN_EDGES, BY_NAME, COLUMNS, N_BINS, PER_BIN_NOTE, PER_BIN_SET, PER_IMAGE, PSNR_CAP_DB,
+                      per_bin_table)
 from ..util.errors import UserError
 from ..util.files import atomic_write_text
 
@@ -526,6 +531,15 @@ def _ci(ci: tuple[float, float], digits: int = 4, *, mark_zero: bool = False) ->
     return f'<span class="{cls}">[{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]</span>'
 
 
+def _float(value) -> float | None:
+    """A CSV cell or a pandas value (numpy scalars, strings, None, NaN) as a finite float, else None."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _number(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
         and math.isfinite(value) else None
@@ -593,6 +607,9 @@ def _cell(entry: dict, st: ModelStats | None, name: str, value: float | None, be
     text = _fmt(value, digits)
     if column.per_image and st is not None and name in st.cis:
         text += " " + _ci(st.cis[name], digits)
+    low, high = _number(entry.get(f"{name}_ci_low")), _number(entry.get(f"{name}_ci_high"))
+    if not column.per_image and low is not None and high is not None:  # eval's interval (summary.json)
+        text += " " + _ci((low, high), digits)
     if name in ("kid", "kid_full") and _number(entry.get(f"{name}_std")) is not None:
         text += f' <span class="ci">± {_fmt(entry[f"{name}_std"], digits)}</span>'
     sd = _number(entry.get(f"{name}_seed_sd"))
@@ -625,9 +642,12 @@ def _summary_section(ev: EvalFolder, stats: dict[str, ModelStats]) -> list[str]:
     multi_seed = any((_number(e.get("n_seeds")) or 1) > 1 for e in by_model.values())
     out = ["<h2>Summary</h2>", *_banners(ev),
            "<p>Arrows say which way is better; the best value per column is in bold. Brackets: bootstrap 95% "
-           f"interval over images ({N_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}). kid ±: spread over KID's "
-           "random subsets." + (" seeds ±: standard deviation across seeds (the value is the mean over seeds)."
-                                if multi_seed else "") + "</p>",
+           f"interval over images ({N_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}); for fid, kid, fid_full, kid_full, "
+           "pids and uids eval's interval from the cached Inception features (fewer resamples; P-IDS/U-IDS rough, "
+           "and only on small sets: see the notes). kid ±: spread over KID's random subsets."
+           + (" seeds ±: standard deviation across seeds (the value is the mean over seeds). With several seeds "
+              "every interval is that of the seed average: each resample takes the same images from every seed."
+              if multi_seed else "") + "</p>",
            '<table class="summary"><tr><th class=l rowspan=2>model</th><th rowspan=2>images</th><th rowspan=2>holes</th>'
            f'<th class="group" colspan={len(hole)}>hole only</th>'
            f'<th class="group" colspan={len(whole)}>whole image (the papers\' protocols: see "What each column is")</th></tr><tr>'
@@ -730,23 +750,76 @@ def _labels_section(ev: EvalFolder) -> list[str]:
     return out
 
 
+def read_bin_set_metrics(eval_dir: Path) -> dict[str, dict[str, dict]]:
+    """model -> bin -> FID/KID values and n_fid_crops from per_bin.csv (eval computed them from the Inception
+    features, which the report does not have); {} when the file or its columns are missing (older eval folders)."""
+    path = Path(eval_dir) / "per_bin.csv"
+    try:
+        table = pd.read_csv(path, dtype={"model": str, "bin": str}, keep_default_na=False, encoding="utf-8")
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return {}
+    if not {"model", "bin", *PER_BIN_SET} <= set(table.columns):
+        return {}
+    out: dict[str, dict[str, dict]] = {}
+    for _, row in table.iterrows():
+        values = {name: _float(row[name]) for name in PER_BIN_SET}
+        crops = _float(row.get("n_fid_crops"))
+        values["n_fid_crops"] = None if crops is None else int(crops)
+        out.setdefault(row["model"], {})[row["bin"]] = values
+    return out
+
+
+TOO_FEW = ("too few images in this bin for this statistic: FID needs 2 per side, KID 4 images (more when an image "
+           "has several holes)")
+
+
 def _area_section(ev: EvalFolder, assets: Assets) -> list[str]:
     if ev.frame["hole_fraction"].isna().all():
         return ["<h2>By hole area</h2>", '<p class="note">per_image.csv has no hole_fraction column (an older '
                 "eval folder); rerun `diffinpaint eval` for the breakdown by hole area.</p>"]
-    bins = per_bin_table(ev.frame, ev.models)
+    set_values = read_bin_set_metrics(ev.root)
+    bins = per_bin_table(ev.frame, ev.models, set_values)
     plot_by_area(bins, ev.models, assets.dir / "by_area.png")
-    counts = bins.pivot_table(index="bin", columns="model", values="n_images", sort=False)
+    # FID/KID per bin only where eval computed some (Inception weights given); never plotted: a line through bins
+    # of different sizes would show FID's small-sample bias as a trend
+    with_sets = any(v.get(name) is not None for bins_ in set_values.values() for v in bins_.values()
+                    for name in PER_BIN_SET)
     out = ["<h2>By hole area</h2>",
-           f"<p>LaMa's {N_BINS} bins of the hole's share of the image (per_bin.csv); each metric against hole area, "
-           "one line per model (empty bins left out).</p>",
-           f'<img src="{esc(assets.src("by_area.png"))}" alt="metrics against hole area per model">',
-           "<table><tr><th class=l>hole area</th>" + "".join(f"<th>{esc(m)} images</th>" for m in ev.models)
-           + "</tr>"]
-    for name, row in counts.iterrows():
-        if row.sum() > 0:
-            out.append(f"<tr><td class=l>{esc(name)}</td>"
-                       + "".join(f"<td>{int(row.get(m, 0))}</td>" for m in ev.models) + "</tr>")
+           f"<p>LaMa's {N_BINS} bins of the hole's share of the image (per_bin.csv); each per-image metric against "
+           "hole area, one line per model (empty bins left out).</p>",
+           f'<img src="{esc(assets.src("by_area.png"))}" alt="metrics against hole area per model">']
+    if with_sets:
+        out.append(f'<p class="note">{esc(PER_BIN_NOTE)}</p>')
+        metric_heads = "".join(f"<th>{name} {BY_NAME[name].arrow}</th>" for name in PER_BIN_SET)
+        out.append("<table><tr><th class=l rowspan=2>hole area</th>"
+                   + "".join(f'<th class="group" colspan={1 + len(PER_BIN_SET)}>{esc(m)}</th>' for m in ev.models)
+                   + "</tr><tr>" + f"<th>images (crops)</th>{metric_heads}" * len(ev.models) + "</tr>")
+    else:
+        out.append("<table><tr><th class=l>hole area</th>" + "".join(f"<th>{esc(m)} images</th>" for m in ev.models)
+                   + "</tr>")
+    for name in bins["bin"].unique():
+        rows = {r["model"]: r for _, r in bins[bins["bin"] == name].iterrows()}
+        if sum(int(r["n_images"]) for r in rows.values()) == 0:
+            continue
+        cells = []
+        for m in ev.models:
+            row = rows.get(m)
+            n = int(row["n_images"]) if row is not None else 0
+            if not with_sets:
+                cells.append(f"<td>{n}</td>")
+                continue
+            crops = _float(row["n_fid_crops"]) if row is not None else None
+            cells.append(f"<td>{n}" + (f' <span class="ci">({int(crops)})</span>' if crops and crops != n else "")
+                         + "</td>")
+            for metric in PER_BIN_SET:
+                value = _float(row[metric]) if row is not None else None
+                if value is not None:
+                    cells.append(f"<td>{_fmt(value, DIGITS.get(metric, 4))}</td>")
+                elif n and m in set_values:  # eval left it empty: too few images for the statistic, not a number
+                    cells.append(f'<td><span class="missing" title="{esc(TOO_FEW)}">too few</span></td>')
+                else:
+                    cells.append("<td>–</td>")
+        out.append(f"<tr><td class=l>{esc(name)}</td>{''.join(cells)}</tr>")
     out.append("</table>")
     return out
 
