@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffinpaint.data.masks import derive_seed, irregular_mask, lama_config_size
+from diffinpaint.data.masks import (BoxParams, StrokeParams, derive_seed, draw_boxes, draw_strokes, irregular_mask,
+                                    lama_config_size, resize_hole_mask)
 
 # mean hole fraction of the masks LaMa's gen_mask_dataset keeps (none of them over half the image)
 LAMA = {
@@ -58,3 +59,33 @@ def test_other_sizes_use_the_nearer_config_scaled_to_the_image():
         assert fractions.max() <= 0.5 and fractions.min() > 0
     tiny = [irregular_mask(8, 8, "thin", np.random.default_rng(i)) for i in range(50)]
     assert all(m.shape == (8, 8) and m.any() and m.mean() <= 0.5 for m in tiny)
+
+
+def test_the_public_primitives_are_the_protocols_building_blocks():
+    """draw_strokes / draw_boxes / resize_hole_mask (what a model's own generator, e.g. LaMa's training masks, is
+    made of) draw exactly what the protocols draw: `thin` at 256 px is one call of draw_strokes with LaMa's
+    random_thin_256 irregular_kwargs (no box draw; the first variant is kept unless it covers over half)."""
+    thin_256 = StrokeParams(min_times=4, max_times=50, max_width=10, max_len=40)
+    for seed in range(20):
+        canvas = np.zeros((256, 256), np.uint8)
+        draw_strokes(canvas, thin_256, np.random.default_rng(seed))
+        if canvas.mean() <= 0.5:
+            assert np.array_equal(canvas.astype(bool), irregular_mask(256, 256, "thin", np.random.default_rng(seed)))
+    # boxes: inside the margin, sides within the bounds, a function of the generator state
+    params = BoxParams(margin=10, min_size=30, max_size=150, min_times=1, max_times=4)
+    for seed in range(20):
+        a, b = np.zeros((256, 256), np.uint8), np.zeros((256, 256), np.uint8)
+        draw_boxes(a, params, np.random.default_rng(seed))
+        draw_boxes(b, params, np.random.default_rng(seed))
+        assert np.array_equal(a, b) and a.any() and set(np.unique(a)) <= {0, 1}
+        assert not a[:10].any() and not a[-10:].any() and not a[:, :10].any() and not a[:, -10:].any()
+    # resizing keeps the hole fraction (shrinking) and never empties a mask
+    canvas = np.zeros((256, 256), np.uint8)
+    draw_strokes(canvas, StrokeParams(min_times=1, max_times=5, max_width=100, max_len=200), np.random.default_rng(3))
+    for height, width in ((64, 64), (32, 48), (512, 512)):
+        small = resize_hole_mask(canvas, height, width)
+        assert small.shape == (height, width) and small.dtype == bool
+        assert abs(small.mean() - canvas.mean()) < 0.02
+    tiny = np.zeros((256, 256), np.uint8)
+    tiny[100, 100] = 1
+    assert resize_hole_mask(tiny, 8, 8).sum() == 1

@@ -12,6 +12,15 @@ re-stated here in our own words because LaMa ships no installable package:
 * LaMa draws 5 variants per image and drops those covering more than half of it (`max_tamper_area` 0.5).
 
 Measured with LaMa's own code (2,000 images each) and with this module: see README, "Mask protocols".
+
+The building blocks are public, for models whose own hole generators are LaMa's primitives with other settings
+(models/lama/step.py: LaMa's training masks):
+    StrokeParams, draw_strokes(mask, params, rng)   polylines of brush strokes (LaMa's irregular_kwargs)
+    BoxParams, draw_boxes(mask, params, rng)        rectangles kept inside a margin (LaMa's box_kwargs)
+    resize_hole_mask(mask, height, width)           a mask drawn at a config's size brought to another size
+                                                    with the same hole fraction
+Each draw function paints 1 into a uint8 H×W canvas in place and draws only from `rng`, in a fixed order: the
+same generator state gives the same mask, bit for bit (tests/test_lama_masks.py, tests/test_lama.py).
 """
 from __future__ import annotations
 
@@ -50,8 +59,11 @@ def box_mask(height: int, width: int, n_holes: int, hole_size: int, rng: np.rand
 
 
 @dataclass(frozen=True)
-class _Strokes:
-    """LaMa's `irregular_kwargs`: polylines of `min_times`..`max_times` + 1 strokes (pixels at the config's size)."""
+class StrokeParams:
+    """LaMa's `irregular_kwargs` (pixels at the size the mask is drawn at): polylines of `min_times`..`max_times` + 1
+    strokes (one more than the config reads, as LaMa's generator class draws them), each of 1-5 segments of length
+    10..`max_len` + 9 and brush width 5..`max_width` + 4, at angles of 0.01 plus a whole number of radians below
+    `max_angle`."""
     min_times: int
     max_times: int
     max_width: int
@@ -60,9 +72,9 @@ class _Strokes:
 
 
 @dataclass(frozen=True)
-class _Boxes:
-    """LaMa's `box_kwargs`: `min_times`..`max_times` rectangles, sides `min_size`..`max_size`, kept `margin` from
-    the border."""
+class BoxParams:
+    """LaMa's `box_kwargs` (`bbox_min_size` / `bbox_max_size` here `min_size` / `max_size`): `min_times`..`max_times`
+    rectangles, sides `min_size`..`max_size` inclusive, kept `margin` pixels from the border."""
     margin: int
     min_size: int
     max_size: int
@@ -72,26 +84,26 @@ class _Boxes:
 
 @dataclass(frozen=True)
 class _Protocol:
-    strokes: _Strokes
-    boxes: _Boxes | None  # None: strokes only (LaMa's box_proba 0)
+    strokes: StrokeParams
+    boxes: BoxParams | None  # None: strokes only (LaMa's box_proba 0)
     box_weight: float = 0.0  # LaMa's box_proba, against irregular_proba 1
 
 
 # configs/data_gen/random_<protocol>_<size>.yaml, value for value
 _LAMA: dict[int, dict[str, _Protocol]] = {
     256: {
-        "thin": _Protocol(_Strokes(min_times=4, max_times=50, max_width=10, max_len=40), None),
-        "medium": _Protocol(_Strokes(min_times=4, max_times=5, max_width=50, max_len=100),
-                            _Boxes(margin=0, min_size=10, max_size=50, min_times=1, max_times=5), 0.3),
-        "thick": _Protocol(_Strokes(min_times=1, max_times=5, max_width=100, max_len=200),
-                           _Boxes(margin=10, min_size=30, max_size=150, min_times=1, max_times=3), 0.3),
+        "thin": _Protocol(StrokeParams(min_times=4, max_times=50, max_width=10, max_len=40), None),
+        "medium": _Protocol(StrokeParams(min_times=4, max_times=5, max_width=50, max_len=100),
+                            BoxParams(margin=0, min_size=10, max_size=50, min_times=1, max_times=5), 0.3),
+        "thick": _Protocol(StrokeParams(min_times=1, max_times=5, max_width=100, max_len=200),
+                           BoxParams(margin=10, min_size=30, max_size=150, min_times=1, max_times=3), 0.3),
     },
     512: {
-        "thin": _Protocol(_Strokes(min_times=4, max_times=70, max_width=20, max_len=100), None),
-        "medium": _Protocol(_Strokes(min_times=4, max_times=10, max_width=100, max_len=200),
-                            _Boxes(margin=0, min_size=30, max_size=150, min_times=1, max_times=5), 0.3),
-        "thick": _Protocol(_Strokes(min_times=1, max_times=5, max_width=250, max_len=450),
-                           _Boxes(margin=10, min_size=30, max_size=300, min_times=1, max_times=4), 0.3),
+        "thin": _Protocol(StrokeParams(min_times=4, max_times=70, max_width=20, max_len=100), None),
+        "medium": _Protocol(StrokeParams(min_times=4, max_times=10, max_width=100, max_len=200),
+                            BoxParams(margin=0, min_size=30, max_size=150, min_times=1, max_times=5), 0.3),
+        "thick": _Protocol(StrokeParams(min_times=1, max_times=5, max_width=250, max_len=450),
+                           BoxParams(margin=10, min_size=30, max_size=300, min_times=1, max_times=4), 0.3),
     },
 }
 MAX_HOLE_AREA = 0.5  # LaMa's max_tamper_area: a variant covering more of the image is dropped
@@ -103,7 +115,9 @@ def lama_config_size(height: int, width: int) -> int:
     return 256 if min(height, width) <= 384 else 512
 
 
-def _strokes(mask: np.ndarray, p: _Strokes, rng: np.random.Generator) -> None:
+def draw_strokes(mask: np.ndarray, p: StrokeParams, rng: np.random.Generator) -> None:
+    """Paint LaMa's brush-stroke polylines (value 1) into `mask` (uint8 H×W) in place, drawing only from `rng`:
+    LaMa's make_random_irregular_mask, draw for draw."""
     height, width = mask.shape
     # LaMa's generator class turns max_times into min_times + 1 + (max_times - min_times) * ramp, and without a
     # ramp (test masks) that coefficient is 1: the draw is inclusive of max_times + 1, one stroke more than the
@@ -128,7 +142,9 @@ def _strokes(mask: np.ndarray, p: _Strokes, rng: np.random.Generator) -> None:
             x, y = end_x, end_y
 
 
-def _boxes(mask: np.ndarray, p: _Boxes, rng: np.random.Generator) -> None:
+def draw_boxes(mask: np.ndarray, p: BoxParams, rng: np.random.Generator) -> None:
+    """Paint LaMa's random rectangles (value 1) into `mask` (uint8 H×W) in place, drawing only from `rng`: LaMa's
+    make_random_rectangle_mask, draw for draw."""
     height, width = mask.shape
     # without a ramp LaMa's box generator passes max_size + 1 as an exclusive bound, so sides run min..max
     # inclusive; a box must also fit between the margins
@@ -147,14 +163,15 @@ def _variant(height: int, width: int, protocol: _Protocol, rng: np.random.Genera
     mask = np.zeros((height, width), dtype=np.uint8)
     # the mixed generator picks one kind per mask: rectangles with weight box_weight against strokes' 1
     if protocol.boxes is not None and rng.random() < protocol.box_weight / (1.0 + protocol.box_weight):
-        _boxes(mask, protocol.boxes, rng)
+        draw_boxes(mask, protocol.boxes, rng)
     else:
-        _strokes(mask, protocol.strokes, rng)
+        draw_strokes(mask, protocol.strokes, rng)
     return mask
 
 
-def _resized(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A hole mask drawn at the config's size brought to the image's size with the same hole fraction (bool H×W)."""
+def resize_hole_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A hole mask (H×W, nonzero = hole) drawn at a config's size brought to height×width with the same hole
+    fraction (bool height×width; never empty when `mask` is not). Deterministic: no random draws."""
     if height * width > mask.size:
         # enlarging: each pixel takes the hole's value interpolated at its place; strokes only get wider in pixels,
         # so the 0.5 cut keeps the drawn fraction
@@ -192,6 +209,6 @@ def irregular_mask(height: int, width: int, protocol: str, rng: np.random.Genera
     # no image left without a mask (and fewer draws). Every protocol's variant fits more often than not.
     while True:
         mask = _variant(canvas_h, canvas_w, config, rng)
-        hole = mask.astype(bool) if (canvas_h, canvas_w) == (height, width) else _resized(mask, height, width)
+        hole = mask.astype(bool) if (canvas_h, canvas_w) == (height, width) else resize_hole_mask(mask, height, width)
         if hole.any() and hole.mean() <= MAX_HOLE_AREA:
             return hole

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...data.masks import _Boxes, _boxes, _resized, _Strokes, _strokes
+from ...data.masks import BoxParams, StrokeParams, draw_boxes, draw_strokes, resize_hole_mask
 from ...util.errors import UserError
 from ...util.options import option
 from ..trainable import Batch, TrainableModel
@@ -49,8 +49,8 @@ D_LR_RATIO = 0.1  # default_optimizers.yaml: generator 1e-3, discriminator 1e-4
 # the training masks of data/abl-04-256-mh-dist.yaml (mask_gen_kwargs), pixels at 256: LaMa's MixedMaskGenerator
 # with irregular_proba 1 and box_proba 1 (normalised: one or the other, half the time each), no ramp
 TRAIN_MASK_SIZE = 256
-TRAIN_STROKES = _Strokes(min_times=1, max_times=5, max_width=100, max_len=200, max_angle=4)
-TRAIN_BOXES = _Boxes(margin=10, min_size=30, max_size=150, min_times=1, max_times=4)
+TRAIN_STROKES = StrokeParams(min_times=1, max_times=5, max_width=100, max_len=200, max_angle=4)
+TRAIN_BOXES = BoxParams(margin=10, min_size=30, max_size=150, min_times=1, max_times=4)
 
 
 def lama_training_holes(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -61,10 +61,10 @@ def lama_training_holes(size: int, rng: np.random.Generator) -> np.ndarray:
     toolkit's other generators scale with --size."""
     canvas = np.zeros((TRAIN_MASK_SIZE, TRAIN_MASK_SIZE), dtype=np.uint8)
     if rng.random() < 0.5:
-        _strokes(canvas, TRAIN_STROKES, rng)
+        draw_strokes(canvas, TRAIN_STROKES, rng)
     else:
-        _boxes(canvas, TRAIN_BOXES, rng)
-    return canvas.astype(bool) if size == TRAIN_MASK_SIZE else _resized(canvas, size, size)
+        draw_boxes(canvas, TRAIN_BOXES, rng)
+    return canvas.astype(bool) if size == TRAIN_MASK_SIZE else resize_hole_mask(canvas, size, size)
 
 
 @dataclass
