@@ -88,3 +88,71 @@ def test_data_check_prints_a_summary(demo_small, capsys):
     assert main(["data", "check", str(demo_small)]) == 0
     out = capsys.readouterr().out
     assert "9 images, 18 holes (masks.csv)" in out and "cat 1" in out and "64x64 9" in out
+
+
+# ------------------------------------------------------------------------------ training examples (training/data.py)
+
+
+def _shift_colours(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A toy model augmentation: one random brightness offset per example (module level: picklable)."""
+    return np.clip(image + np.float32(rng.uniform(-0.3, 0.3)), 0, 1).astype(np.float32)
+
+
+def test_training_examples_without_augmentation_are_the_resized_photo_and_flip(demo_small):
+    """Every model but LaMa supplies no augmentation: an example is the photo resized to --size, the holes drawn
+    from (seed, 3, position), both flipped when (seed, 1, position) says so, nothing drawn for an augmentation."""
+    import torch
+
+    from diffinpaint.data import discover_images
+    from diffinpaint.models import TRAINED, trainable_class
+    from diffinpaint.training.data import TrainingImages, generated_holes
+    from diffinpaint.util.imageops import resize_images
+
+    samples = discover_images(demo_small)
+    images = TrainingImages(samples, 32, "box", True, 5)
+    assert images.augment is None and images.augment_rng(0) is None
+    flips = []
+    for position in range(12):
+        image, mask = images[position]
+        index = int(images.order(position // len(samples))[position % len(samples)])
+        photo = torch.tensor(samples[index].load_image()).permute(2, 0, 1)[None].float() / 255.0
+        expected_image = resize_images(photo, (32, 32))[0]
+        expected_mask = torch.from_numpy(generated_holes(32, "box", np.random.default_rng([5, 3, position])))[None]
+        flip = np.random.default_rng([5, 1, position]).random() < 0.5
+        flips.append(flip)
+        if flip:
+            expected_image, expected_mask = expected_image.flip(-1), expected_mask.flip(-1)
+        assert torch.equal(image, expected_image) and torch.equal(mask, expected_mask.float())
+    assert any(flips) and not all(flips)
+    assert all(trainable_class(name)().augmentation() is None for name in TRAINED if name != "lama")
+
+
+def test_a_models_augmentation_runs_per_example_on_the_cached_image_before_the_flip(demo_small):
+    import pickle
+
+    import torch
+
+    from diffinpaint.data import discover_images
+    from diffinpaint.training.data import AUGMENT_STREAM, TrainingImages
+
+    samples = discover_images(demo_small)
+    plain = TrainingImages(samples, 32, "thick", True, 2)
+    shifted = TrainingImages(samples, 32, "thick", True, 2, augment=_shift_colours)
+    positions = list(range(9, 18))
+    batch, masks = shifted.batch(positions)
+    plain_batch, plain_masks = plain.batch(positions)
+    assert torch.equal(masks, plain_masks)  # the holes and the flips are drawn as without it
+    for i, position in enumerate(positions):
+        offset = np.float32(np.random.default_rng([2, AUGMENT_STREAM, position]).uniform(-0.3, 0.3))
+        assert torch.equal(batch[i], torch.clamp(plain_batch[i] + offset, 0, 1)), position  # flip commutes here
+        assert torch.equal(shifted[position][0], batch[i])  # the DataLoader's path: the same example
+    copy = pickle.loads(pickle.dumps(shifted))
+    assert torch.equal(copy.batch(positions)[0], batch)
+    # the cache holds the resized photo; the sample grid's examples (no augment rng) are not augmented
+    assert all(torch.equal(shifted.cache[k][0], plain.cache[k][0]) for k in plain.cache)
+    grid = shifted.example(0, np.random.default_rng([2, 4, 0]), False)
+    assert torch.equal(grid[0], plain.example(0, np.random.default_rng([2, 4, 0]), False)[0])
+    # an augmentation that breaks the contract is stopped at once
+    broken = TrainingImages(samples, 32, "thick", True, 2, augment=lambda image, rng: image[:, :16])
+    with pytest.raises(RuntimeError, match="augmentation returned"):
+        broken.batch([0])

@@ -341,6 +341,8 @@ def test_dry_run_prints_the_counts(demo_small, tmp_path, capsys):
         assert f"discriminator: NLayerDiscriminator, {DISCRIMINATOR:,} parameters" in text
         assert "steps: 1000000" in text and "lr: 0.001" in text and "holes: lama" in text
         assert "batch 10 per GPU" in text and "1,000,000 steps" in text  # the paper note says what they are
+        assert "augment: distortions" in text and "'distortions' image augmentation" in text
+        assert "augmentation: LaMa's distortions at 256 px" in text and "its flip: the trainer's --flip" in text
 
 
 def test_discriminator_layer_table():
@@ -515,6 +517,197 @@ def test_lama_training_masks_match_lamas_generator():
     assert a.shape == (64, 64) and a.dtype == bool and np.array_equal(a, lama_training_holes(64,
                                                                                              np.random.default_rng(1)))
     assert LaMaTraining.defaults["holes"] == "lama" and "lama" in LaMaTraining.hole_choices
+
+
+# ------------------------------------------------------------------------------------ the augmentation
+
+# LaMa's saicinpainting/training/data/datasets.py, get_transforms('distortions', out_size), lines 113-127, with the
+# defaults of albumentations 0.5.2 (requirements.txt) and of saicinpainting/training/data/aug.py written out:
+# (class, its arguments, p). shift_limit 0.05 is rounded to whole pixels in 0.5.2 (round(uniform(-0.05, 0.05)) = 0).
+REFERENCE_DISTORTIONS = [
+    ("IAAPerspective2", {"scale": (0.0, 0.06), "keep_size": True, "mode": "replicate", "order": 1}, 0.5),
+    ("IAAAffine2", {"scale": (0.7, 1.3), "rotate": (-40, 40), "shear": (-0.1, 0.1), "translate": None, "order": 1,
+                    "mode": "reflect"}, 0.5),
+    ("PadIfNeeded", {"min_height": "out_size", "min_width": "out_size", "border_mode": "reflect_101"}, 1.0),
+    ("OpticalDistortion", {"distort_limit": (-0.05, 0.05), "shift_limit": (-0.05, 0.05), "interpolation": "linear",
+                           "border_mode": "reflect_101"}, 0.5),
+    ("RandomCrop", {"height": "out_size", "width": "out_size"}, 1.0),
+    ("HorizontalFlip", {}, 0.5),
+    ("CLAHE", {"clip_limit": (1, 4), "tile_grid_size": (8, 8)}, 0.5),
+    ("RandomBrightnessContrast", {"brightness_limit": (-0.2, 0.2), "contrast_limit": (-0.2, 0.2),
+                                  "brightness_by_max": True}, 0.5),
+    ("HueSaturationValue", {"hue_shift_limit": (-5, 5), "sat_shift_limit": (-30, 30), "val_shift_limit": (-5, 5)}, 0.5),
+    ("ToFloat", {"max_value": 255}, 1.0),  # None = the dtype's maximum: 255 for LaMa's uint8 photos
+]
+
+
+def _albumentations_2x(name: str, args: dict, size: int) -> tuple[str, dict] | None:
+    """The albumentations 2.x transform and arguments standing for one reference entry (None: the trainer's)."""
+    import cv2
+
+    border = {"replicate": cv2.BORDER_REPLICATE, "reflect": cv2.BORDER_REFLECT_101,  # imgaug's 'reflect' = cv2's 101
+              "reflect_101": cv2.BORDER_REFLECT_101}
+    sized = {k: size if v == "out_size" else v for k, v in args.items()}
+    if name == "IAAPerspective2":  # imgaug's PerspectiveTransform, ported: Perspective
+        return "Perspective", {"scale": args["scale"], "keep_size": True, "border_mode": border[args["mode"]],
+                               "interpolation": cv2.INTER_LINEAR, "fit_output": False}
+    if name == "IAAAffine2":  # imgaug's Affine (scale and shear as x/y dicts, degrees), ported: Affine
+        return "Affine", {"scale": {"x": args["scale"], "y": args["scale"]}, "rotate": args["rotate"],
+                          "shear": {"x": args["shear"], "y": args["shear"]}, "translate_px": {"x": (0, 0), "y": (0, 0)},
+                          "translate_percent": None, "interpolation": cv2.INTER_LINEAR,
+                          "border_mode": border[args["mode"]], "fit_output": False, "keep_ratio": False,
+                          "balanced_scale": False}
+    if name == "HorizontalFlip":
+        return None  # the trainer's --flip
+    if "border_mode" in sized:
+        sized["border_mode"] = border[sized["border_mode"]]
+    if name == "OpticalDistortion":  # 2.x has no shift (0.5.2's rounds to 0 px); the same camera-matrix map
+        del sized["shift_limit"]
+        sized.update(interpolation=cv2.INTER_LINEAR, mode="camera")
+    return name, sized
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return isinstance(b, (tuple, list)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _photo_chw(size: int, seed: int = 0) -> np.ndarray:
+    """A smooth colour image 3×size×size float32 in [0, 1] with structure everywhere (no flat border)."""
+    return smooth_images(1, size, seed)[0].numpy().astype(np.float32)
+
+
+def test_augmentation_is_lamas_distortions_transform_for_transform():
+    from diffinpaint.models.lama.augment import distortions
+
+    for size in (256, 64):
+        ours = distortions(size).transforms
+        expected = [e for e in (_albumentations_2x(name, args, size) for name, args, _ in REFERENCE_DISTORTIONS) if e]
+        assert [type(t).__name__ for t in ours] == [name for name, _ in expected]
+        ps = [p for name, _, p in REFERENCE_DISTORTIONS if name != "HorizontalFlip"]
+        for t, (name, args), p in zip(ours, expected, ps):
+            given = t.get_transform_init_args()
+            assert t.p == p, name
+            for key, value in args.items():
+                assert _same(value, given[key]), (name, key, value, given[key])
+    # the variant LaMa-Fourier and big-lama train with is the default; `tiny` keeps it, so the registry's contract
+    # test (2 steps + --resume = 4 straight, bit for bit) runs with it
+    assert LaMaTraining.Options().augment == "distortions"
+    assert "augment" not in LaMaTraining.tiny and "augment" not in LaMaTraining.presets["quick"]
+
+
+def test_augmentation_draws_are_independent_between_transforms():
+    """Every transform draws from one shared stream: with albumentations' own seeding (Compose(seed=...) or
+    set_random_seed) each transform would get a generator started from the same seed, and the six p = 0.5
+    transforms would fire all together or not at all."""
+    from diffinpaint.models.lama.augment import LaMaAugment, distortions
+
+    augment = LaMaAugment(32)
+    pipeline = distortions(32)
+    pipeline.save_applied_params = True
+    pixels = (_photo_chw(32).transpose(1, 2, 0) * 255).astype(np.uint8)
+    fired = []
+    for position in range(300):
+        applied = augment.run(pixels, np.random.default_rng([0, 6, position]), pipeline)["applied_transforms"]
+        fired.append({name for name, _ in applied} - {"PadIfNeeded", "RandomCrop", "ToFloat"})
+    counts = np.array([len(f) for f in fired])
+    assert abs(counts.mean() - 3.0) < 0.3  # six transforms at p 0.5 each
+    assert ((counts == 0) | (counts == 6)).mean() < 0.1  # binomial(6, 0.5): 1/32
+    both = np.mean([{"Perspective", "CLAHE"} <= f for f in fired])
+    assert abs(both - 0.25) < 0.08
+
+
+def test_augmentation_is_a_function_of_seed_and_position_and_keeps_shape_dtype_range(demo_small):
+    from diffinpaint.data import discover_images
+    from diffinpaint.models.lama.augment import LaMaAugment
+    from diffinpaint.training.data import TrainingImages
+
+    samples = discover_images(demo_small)
+
+    def dataset(augment: bool, seed: int = 3, flip: bool = True) -> TrainingImages:
+        return TrainingImages(samples, 32, "lama", flip, seed, lama_training_holes,
+                              augment=LaMaAugment(32) if augment else None)
+
+    a, b, plain = dataset(True), dataset(True), dataset(False)
+    positions = list(range(0, 27, 2))
+    batch_a, masks_a = a.batch(positions)
+    batch_b, masks_b = b.batch(positions)
+    assert torch.equal(batch_a, batch_b) and torch.equal(masks_a, masks_b)  # built alike: the same examples
+    # the DataLoader's path (--workers N: one example at a time, each worker with a pickled copy) gives the same
+    import pickle
+
+    copied = pickle.loads(pickle.dumps(a))
+    for i, position in enumerate(positions):
+        image, mask = copied[position]
+        assert torch.equal(image, batch_a[i]) and torch.equal(mask, masks_a[i])
+    assert batch_a.dtype == torch.float32 and batch_a.shape == (len(positions), 3, 32, 32)
+    assert batch_a.min() >= 0 and batch_a.max() <= 1
+    # not a no-op: most examples differ from the resized photo by far more than the uint8 rounding
+    batch_plain, masks_plain = plain.batch(positions)
+    changed = (batch_a - batch_plain).abs().flatten(1).amax(1)
+    assert (changed > 0.1).float().mean() > 0.8, changed
+    # the holes are untouched by it: the same masks as without augmentation
+    assert torch.equal(masks_a, masks_plain)
+    # another position (here: the same image in the next epoch) gets another draw; another seed too
+    unflipped = dataset(True, flip=False)
+    index = int(a.order(0)[0])
+    later = len(samples) + int(np.flatnonzero(a.order(1) == index)[0])
+    assert not torch.equal(unflipped[0][0], unflipped[later][0])
+    assert torch.equal(dataset(False, flip=False)[0][0], dataset(False, flip=False)[later][0])
+    assert not torch.equal(dataset(True, seed=4).batch(positions)[0], batch_a)
+    # the one flip is the trainer's, after the augmentation: a flipped example is the unflipped one mirrored
+    flips = [np.random.default_rng([3, 1, p]).random() < 0.5 for p in positions]
+    assert any(flips) and not all(flips)
+    for i, (position, flip) in enumerate(zip(positions, flips)):
+        image = unflipped[position][0]
+        assert torch.equal(batch_a[i], image.flip(-1) if flip else image)
+    # the cache keeps the resized photo, never an augmented one
+    assert all(torch.equal(a.cache[k][0], plain.cache[k][0]) for k in plain.cache)
+
+
+def test_augmentation_of_one_image_is_the_pipeline_on_its_uint8_pixels():
+    from diffinpaint.models.lama.augment import LaMaAugment, distortions
+
+    image = _photo_chw(64, seed=1)
+    before = image.copy()
+    out = LaMaAugment(64)(image, np.random.default_rng([0, 6, 5]))
+    assert np.array_equal(image, before)  # the cached image is never written
+    pixels = np.clip(image.transpose(1, 2, 0) * 255 + 0.5, 0, 255).astype(np.uint8)
+    again = LaMaAugment(64).run(pixels, np.random.default_rng([0, 6, 5]), distortions(64))["image"]
+    assert out.dtype == np.float32 and out.shape == (3, 64, 64) and out.flags.c_contiguous
+    assert np.array_equal(out, again.transpose(2, 0, 1))
+    # every output is a multiple of 1/255 (ToFloat of uint8), as LaMa's photos are
+    assert np.allclose(out * 255, np.round(out * 255), atol=1e-4)
+
+
+def test_augmentation_option_reaches_training_and_resume_refuses_a_change(demo_small, tmp_path, capsys):
+    """--augment is recorded in config.json, changes what is trained (the first step's losses), and --resume
+    refuses a change of it, naming it; other models have no augmentation (their examples are as before)."""
+    from diffinpaint.models import TRAINED, trainable_class
+    from diffinpaint.training.trainer import train_from_options
+
+    def train(out, **kw):
+        options = {"data": str(demo_small), "out": str(out), "device": "cpu", "steps": 1, "checkpoint_every": 1,
+                   "sample_every": 1, **LaMaTraining.tiny, **kw}
+        return train_from_options("lama", options)
+
+    on, off = train(tmp_path / "on"), train(tmp_path / "off", augment="none")
+    assert json.loads((on / "config.json").read_text())["augment"] == "distortions"
+    assert json.loads((off / "config.json").read_text())["augment"] == "none"
+    log = [json.loads((p / "log.jsonl").read_text().splitlines()[0]) for p in (tmp_path / "on", tmp_path / "off")]
+    assert log[0]["G_l1"] != log[1]["G_l1"]
+    with pytest.raises(UserError, match="augment='distortions'.*--augment distortions"):
+        train(tmp_path / "on", augment="none", steps=2, resume=True)
+    with pytest.raises(SystemExit):  # argparse: one of the choices
+        main(["train", "lama", "--data", str(demo_small), "--out", str(tmp_path / "x"), "--augment", "crop"])
+    assert "invalid choice: 'crop'" in capsys.readouterr().err
+    for name in TRAINED:
+        if name != "lama":
+            model = trainable_class(name)()
+            assert model.augmentation() is None, name
 
 
 # ---------------------------------------------------------------------------------------- training

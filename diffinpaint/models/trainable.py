@@ -7,7 +7,8 @@ A trainable model is a package `diffinpaint/models/<name>/` with
                  (`backward_D`, `backward_G` reading like the paper). Only training code imports step.py.
 
 The trainer owns everything else, once, for every model: accelerate (processes, mixed precision), the RNG as a
-function of (seed, step, rank), data order, flips, generated holes, the LR schedule, EMA copies, the NaN/inf
+function of (seed, step, rank), data order, flips, generated holes (a model may supply its own, `make_holes`) and
+image augmentation (a model may supply one, `augmentation`), the LR schedule, EMA copies, the NaN/inf
 stop, log.jsonl, sample grids, checkpoints (safetensors + JSON), --resume, --dry-run, --stop-at, trackers.
 
 Randomness inside `train_step` (latent codes, diffusion noise and timesteps, dropout, gradient-penalty mixing)
@@ -20,7 +21,7 @@ them there and reads a block of steps at once, every --log-every steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -104,6 +105,16 @@ class TrainableModel:
         only from `rng` (it is made from the seed and the example's position; the trainer may call this from a
         background thread, so torch's global RNG is not this function's to use)."""
         raise NotImplementedError
+
+    def augmentation(self) -> Callable[[np.ndarray, np.random.Generator], np.ndarray] | None:
+        """The model's per-example image augmentation with its options in force, or None (the default: the trainer's
+        resize to --size and --flip only, nothing drawn for it). The trainer calls the returned `augment(image, rng)`
+        for every training example (not the sample grid's): `image` is the cached example, 3×S×S float32 in [0, 1],
+        to read and never write; it returns a new 3×S×S float32 array in [0, 1]. The image only: holes are drawn
+        independently of it, and the trainer's --flip of image and mask comes after it (a model whose reference
+        flips leaves that to --flip). Draw only from `rng` (made from (seed, position), as make_holes'; the call runs
+        in the batch thread or a DataLoader worker), and make it picklable (workers receive a copy)."""
+        return None
 
     @torch.no_grad()
     def sample(self, batch: Batch) -> torch.Tensor:

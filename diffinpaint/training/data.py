@@ -1,8 +1,14 @@
 """Training examples: each step's batch is a pure function of (seed, step, rank).
 
-The images of step s on process r are the sample positions (s·P + r)·B + i of a per-epoch permutation; flips and
-generated holes come from (seed, position). A resumed run therefore draws exactly what the uninterrupted run would
-have drawn, with no RNG state in the checkpoint, and the DataLoader's worker count changes nothing.
+The images of step s on process r are the sample positions (s·P + r)·B + i of a per-epoch permutation; flips,
+generated holes and a model's own augmentation come from (seed, position). A resumed run therefore draws exactly what
+the uninterrupted run would have drawn, with no RNG state in the checkpoint, and the DataLoader's worker count changes
+nothing.
+
+One example: the image decoded and resized to --size (cached), then the model's augmentation if it has one
+(`TrainableModel.augmentation`, e.g. LaMa's distortions; image only), then the holes (drawn independently of the
+image), then the flip of image and mask together. Numpy streams of `np.random.default_rng([seed, k, position])`:
+k = 0 the epoch's order (per epoch), 1 the flip, 3 the holes, 4 the sample grid's holes, 6 the augmentation.
 """
 from __future__ import annotations
 
@@ -22,6 +28,10 @@ from ..util.imageops import resize_images, resize_masks
 
 TOOLKIT_HOLES = ("box", "thin", "medium", "thick")  # the toolkit's own generators (data/masks.py)
 CACHE_BYTES = 1 << 30  # decoded training images kept in memory per process (1 GiB: ~1,300 images at 256 px)
+AUGMENT_STREAM = 6  # the numpy stream k of a model's augmentation (see the module docstring)
+
+# a model's per-example augmentation: (image 3×S×S float32 in [0, 1], read-only; rng) -> new 3×S×S float32 in [0, 1]
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 def training_samples(data: str | Path, holes: str) -> list[Sample]:
@@ -49,9 +59,13 @@ class TrainingImages(torch.utils.data.Dataset):
 
     def __init__(self, samples: list[Sample], size: int, holes: str, flip: bool, seed: int,
                  make_holes: Callable[[int, np.random.Generator], np.ndarray] | None = None,
-                 cache_bytes: int = CACHE_BYTES):
+                 cache_bytes: int = CACHE_BYTES, augment: Augment | None = None):
         self.samples, self.size, self.holes, self.flip, self.seed = samples, size, holes, flip, seed
         self.make_holes = make_holes  # the model's own generator, for --holes <its name>
+        # the model's augmentation of the image (None: resize and flip only). It runs per example on the cached
+        # image, so every epoch sees a new draw; without one nothing is drawn for it (other models' examples are
+        # exactly what they were before the hook existed)
+        self.augment = augment
         # decoded and resized images (and dataset masks) kept in memory up to this budget: every epoch after the
         # first then skips PNG/JPEG decoding and resizing, which on small networks costs as much as the step
         self.cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
@@ -70,11 +84,29 @@ class TrainingImages(torch.utils.data.Dataset):
         flip = self.flip and np.random.default_rng([self.seed, 1, position]).random() < 0.5
         # the holes' generator only where holes are drawn (building one costs as much as the rest of an example)
         drawn = self.holes not in ("dataset", "none")
-        return self.example(index, np.random.default_rng([self.seed, 3, position]) if drawn else None, flip)
+        return self.example(index, np.random.default_rng([self.seed, 3, position]) if drawn else None, flip,
+                            self.augment_rng(position))
 
-    def example(self, index: int, rng: np.random.Generator | None, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """3×S×S image in [0, 1] and 1×S×S mask (1 = hole) for sample `index` (`rng` draws generated holes)."""
+    def augment_rng(self, position: int) -> np.random.Generator | None:
+        """The generator of the augmentation at `position` (None without one: nothing is drawn)."""
+        return np.random.default_rng([self.seed, AUGMENT_STREAM, position]) if self.augment is not None else None
+
+    def augmented(self, image: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """The model's augmentation of a cached image (3×S×S float32; the cache is never written), or the image."""
+        if rng is None:
+            return image
+        out = self.augment(image, rng)
+        if out.shape != image.shape or out.dtype != np.float32:
+            raise RuntimeError(f"the augmentation returned {out.dtype} {out.shape} for float32 {image.shape}")
+        return out
+
+    def example(self, index: int, rng: np.random.Generator | None, flip: bool,
+                augment_rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """3×S×S image in [0, 1] and 1×S×S mask (1 = hole) for sample `index` (`rng` draws generated holes; with
+        `augment_rng` the model's augmentation is applied, drawing from it; the sample grid's examples have none)."""
         image, dataset_mask = self.resized(index)
+        if augment_rng is not None:
+            image = torch.from_numpy(self.augmented(image.numpy(), augment_rng))
         if self.holes == "dataset":
             mask = dataset_mask
         elif self.holes == "none":
@@ -109,7 +141,7 @@ class TrainingImages(torch.utils.data.Dataset):
                     np.asarray(self.make_holes(size, rng), dtype=bool)
             else:
                 mask = None
-            image = image.numpy()
+            image = self.augmented(image.numpy(), self.augment_rng(position))
             images_np[i] = image[..., ::-1] if flip else image
             if mask is not None:
                 masks_np[i, 0] = mask[..., ::-1] if flip else mask

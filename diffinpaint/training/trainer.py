@@ -523,7 +523,8 @@ def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | Non
 
     # 3. Data: each step's batch is a function of (seed, step, rank), made and copied to the device one step ahead
     images = TrainingImages(samples, cfg.size, cfg.holes, cfg.flip, cfg.seed,
-                            None if cfg.holes in (*TOOLKIT_HOLES, "dataset", "none") else model.make_holes)
+                            None if cfg.holes in (*TOOLKIT_HOLES, "dataset", "none") else model.make_holes,
+                            augment=model.augmentation())
     batches = device_batches(images, StepBatches(start, stop, cfg.batch_size, rank, processes), cfg.workers,
                              accelerator.device)
     n_grid = min(4, len(samples))

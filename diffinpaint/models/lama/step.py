@@ -17,6 +17,7 @@ with its own forward):
       the hole is fake and the known region of the prediction is real ("mask_as_fake_target")
   Adam G 1e-3, D 1e-4 (betas 0.9, 0.999); each network's gradient norm clipped to 1 (gradient_clip_val: 1).
 --no-perceptual drops the HRF term (no ADE20k weights needed) and is recorded in config.json.
+The training images get LaMa's `distortions` augmentation (augment.py; --augment none: resize and flip only).
 
     diffinpaint train lama --data DATA --out runs/lama --perceptual-weights encoder_epoch_20.pth
 """
@@ -34,6 +35,7 @@ from ...data.masks import BoxParams, StrokeParams, draw_boxes, draw_strokes, res
 from ...util.errors import UserError
 from ...util.options import option
 from ..trainable import Batch, TrainableModel
+from .augment import AUGMENT_CHOICES, LaMaAugment, import_albumentations
 from .hrf import HRFPerceptualLoss, default_hrf_path, resolve_hrf_path
 from .nets import GENERATORS, MIN_SIDE, MULTIPLE, build_network, composite, count_parameters, generator_input, n_blocks
 
@@ -77,6 +79,11 @@ class LaMaOptions:
     # default_optimizers.yaml: G 1e-3, D 1e-4; --lr stays "every optimiser" and D follows it at this ratio
     d_lr_ratio: float = option(D_LR_RATIO, "discriminator learning rate as a fraction of --lr (LaMa: 1e-4 / 1e-3)",
                                above=0)
+    # data/abl-04-256-mh-dist.yaml: transform_variant distortions (augment.py); its flip is the trainer's --flip
+    augment: str = option("distortions", "training image augmentation: distortions = LaMa's (perspective, affine "
+                          "scale 0.7-1.3 / rotation +-40 deg, optical distortion, CLAHE, brightness/contrast, "
+                          "hue/saturation; its horizontal flip is --flip), none = resize and --flip only",
+                          choices=AUGMENT_CHOICES)
     perceptual: bool = option(True, "train without the high-receptive-field perceptual loss (no ADE20k ResNet-50 "
                               "weights needed)")
     # where the frozen ResNet-50 is read from, not what is trained: free to change on --resume
@@ -138,7 +145,7 @@ class LaMaTraining(TrainableModel):
     defaults = {"size": 256, "steps": 1_000_000, "batch_size": 10, "lr": 1e-3, "holes": "lama", "decay_start": 1.0}
     paper_note = ("LaMa's lama-fourier.yaml / big-lama.yaml: 256 px crops, batch 10 per GPU, Adam G 1e-3 / D 1e-4, "
                   "gradient norms clipped to 1, 40 epochs x 25,000 batches = 1,000,000 steps, constant LR; its "
-                  "training masks (--holes lama)")
+                  "training masks (--holes lama) and its 'distortions' image augmentation (--augment)")
     presets = {"quick": {"size": 64, "ngf": 16, "n_blocks": 3, "ndf": 16, "batch_size": 4, "steps": 150,
                          "sample_every": 150, "checkpoint_every": 150}}
     hole_choices = ("lama", "dataset", "box", "thin", "medium", "thick")
@@ -160,6 +167,8 @@ class LaMaTraining(TrainableModel):
                             "R1 gradient penalty (taken with autograd.grad), and the FFT layers overflow in fp16")
         if self.opts.perceptual and self.hrf is None:  # UserError for a missing or wrong file, before any work
             self.hrf = HRFPerceptualLoss.from_file(resolve_hrf_path(self.opts.perceptual_weights))
+        if self.opts.augment != "none":
+            import_albumentations()  # UserError for a broken install, before any work
 
     def build_networks(self) -> dict[str, nn.Module]:
         config = self.network_config()
@@ -175,6 +184,10 @@ class LaMaTraining(TrainableModel):
 
     def make_holes(self, size: int, rng: np.random.Generator) -> np.ndarray:
         return lama_training_holes(size, rng)
+
+    def augmentation(self) -> LaMaAugment | None:
+        """LaMa's 'distortions' on each training image at --size (augment.py), or none."""
+        return None if self.opts.augment == "none" else LaMaAugment(self.cfg.size, self.opts.augment)
 
     def describe(self) -> list[str]:
         o, config = self.opts, self.network_config()
@@ -193,6 +206,12 @@ class LaMaTraining(TrainableModel):
             lines.append(f"ADE20k ResNet-50 weights: {o.perceptual_weights or default_hrf_path()}")
         else:
             lines.append(losses + " (--no-perceptual: no HRF perceptual loss)")
+        if o.augment == "distortions":
+            flip = "the trainer's --flip (p 0.5)" if self.cfg.flip else "none (--no-flip)"
+            lines.append(f"augmentation: LaMa's distortions at {self.cfg.size} px (perspective, affine, optical "
+                         f"distortion, CLAHE, brightness/contrast, hue/saturation; albumentations); its flip: {flip}")
+        else:
+            lines.append("augmentation: none (--augment none: resize and --flip only)")
         return lines
 
     # ------------------------------------------------------------------ LaMa's step
