@@ -55,7 +55,11 @@ PEAK_BF16_TFLOPS = [
 # what the GPU machine lacks (module to import -> distribution); eval/gpu_wheels.sh downloads these wheels
 NEEDED = {"diffusers": "diffusers", "torch_fidelity": "torch-fidelity", "spandrel": "spandrel",
           "imagehash": "ImageHash", "pywt": "PyWavelets", "tomli_w": "tomli-w", "open_clip": "open-clip-torch",
-          "ftfy": "ftfy", "wcwidth": "wcwidth"}
+          "ftfy": "ftfy", "wcwidth": "wcwidth",
+          # LaMa's training augmentation (models/lama/augment.py) and what albumentations needs beyond that machine's
+          "albumentations": "albumentations", "albucore": "albucore", "pydantic": "pydantic",
+          "pydantic_core": "pydantic-core", "annotated_types": "annotated-types",
+          "typing_inspection": "typing-inspection", "stringzilla": "stringzilla", "simsimd": "simsimd"}
 
 SITE = Path(tempfile.gettempdir()) / "diffinpaint-gpu-site"  # where the wheels are installed (pip --target)
 
