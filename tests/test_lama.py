@@ -701,6 +701,15 @@ def test_augmentation_option_reaches_training_and_resume_refuses_a_change(demo_s
     assert log[0]["G_l1"] != log[1]["G_l1"]
     with pytest.raises(UserError, match="augment='distortions'.*--augment distortions"):
         train(tmp_path / "on", augment="none", steps=2, resume=True)
+    # a run saved before --augment existed was trained without augmentation: resuming it with the new default is
+    # refused, with --augment none it resumes
+    for config in (tmp_path / "off").rglob("config.json"):
+        saved = json.loads(config.read_text())
+        del saved["augment"]
+        config.write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=r"augment='none' \(before the option existed\).*--augment none"):
+        train(tmp_path / "off", steps=2, resume=True)
+    assert train(tmp_path / "off", augment="none", steps=2, resume=True).name == "step_000002"
     with pytest.raises(SystemExit):  # argparse: one of the choices
         main(["train", "lama", "--data", str(demo_small), "--out", str(tmp_path / "x"), "--augment", "crop"])
     assert "invalid choice: 'crop'" in capsys.readouterr().err

@@ -139,11 +139,11 @@ def flat_config(cfg: TrainConfig, opts) -> dict[str, Any]:
     return {**dataclasses.asdict(cfg), **dataclasses.asdict(opts)}
 
 
-def resume_compared(model_cls: type[TrainableModel]) -> dict[str, str]:
-    """Options --resume must find unchanged (name -> flag): every declared option that shapes the weights or the
+def resume_compared(model_cls: type[TrainableModel]) -> dict[str, options.Option]:
+    """Options --resume must find unchanged (name -> option): every declared option that shapes the weights or the
     random stream (outputs=True), shared and the model's own. --steps is handled apart (see _check_resume)."""
     declared = [*options.declared(TrainConfig), *options.declared(model_cls.Options)]
-    return {o.name: o.flag for o in declared if o.outputs and o.name != "steps"}
+    return {o.name: o for o in declared if o.outputs and o.name != "steps"}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -218,14 +218,18 @@ def _make_accelerator(cfg: TrainConfig):
 def _check_resume(saved: dict, model: TrainableModel, folder: Path, processes: int, state: dict) -> None:
     cfg, opts = model.cfg, model.opts
     now = flat_config(cfg, opts)
-    for name, flag in resume_compared(type(model)).items():
-        value = now[name]
-        if name in saved and saved[name] != value:
+    for name, option in resume_compared(type(model)).items():
+        value, flag = now[name], option.flag
+        # a folder saved before the option existed was made with the option's `absent` behaviour
+        before = name not in saved and option.absent is not options.NOT_RECORDED
+        was = option.absent if before else saved.get(name, value)
+        if was != value:
             if isinstance(value, bool):
                 fix = f"{'drop' if (flag.startswith('--no-') != value) else 'pass'} {flag}"
             else:
-                fix = f"pass {flag} {saved[name]}"
-            raise UserError(f"{folder} was trained with {name}={saved[name]!r} but this run has {value!r}; {fix} to "
+                fix = f"pass {flag} {was}"
+            when = " (before the option existed)" if before else ""
+            raise UserError(f"{folder} was trained with {name}={was!r}{when} but this run has {value!r}; {fix} to "
                             "resume, or a new --out")
     if saved.get("steps") != cfg.steps and cfg.decay_start < 1.0:
         raise UserError(f"{folder} was trained with --steps {saved.get('steps')} and an LR that decays from "

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 from .errors import UserError
 
 _KEY = "diffinpaint.option"
+NOT_RECORDED = object()  # `absent` default: a config saved before the option existed says nothing about it
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,22 @@ class Option:
     above: float | None = None  # strictly greater than
     outputs: bool = True  # changes what the model produces: recorded in [outputs], compared on resume
     metavar: str | None = None
+    # the value a run folder saved before this option existed was made with (compared on --resume); NOT_RECORDED:
+    # such a folder is not compared for it
+    absent: Any = None
 
 
 def option(default: Any, help: str, *, flag: str | None = None, type: type | None = None,
            choices: tuple | list | None = None, minimum: float | None = None, maximum: float | None = None,
-           above: float | None = None, outputs: bool = True, metavar: str | None = None) -> Any:
-    """A dataclass field carrying its option metadata. `type` is needed only when the default is None."""
+           above: float | None = None, outputs: bool = True, metavar: str | None = None,
+           absent: Any = NOT_RECORDED) -> Any:
+    """A dataclass field carrying its option metadata. `type` is needed only when the default is None. An option
+    added after run folders already exist names, in `absent`, the behaviour those folders were made with (e.g. a
+    new augmentation: "none"), so resuming one with the new default is refused rather than silently changed."""
     kind = type if type is not None else builtin_type(default)
     meta = {"flag": flag, "help": help, "type": kind, "choices": tuple(choices) if choices is not None else None,
-            "minimum": minimum, "maximum": maximum, "above": above, "outputs": outputs, "metavar": metavar}
+            "minimum": minimum, "maximum": maximum, "above": above, "outputs": outputs, "metavar": metavar,
+            "absent": absent}
     return dataclasses.field(default=default, metadata={_KEY: meta})
 
 
@@ -70,7 +78,8 @@ def declared(cls: type) -> list[Option]:
             flag = "--no-" + field.name.replace("_", "-")
         result.append(Option(name=field.name, flag=flag, help=meta["help"], type=meta["type"], default=field.default,
                              choices=meta["choices"], minimum=meta["minimum"], maximum=meta["maximum"],
-                             above=meta["above"], outputs=meta["outputs"], metavar=meta["metavar"]))
+                             above=meta["above"], outputs=meta["outputs"], metavar=meta["metavar"],
+                             absent=meta["absent"]))
     return result
 
 

@@ -83,7 +83,7 @@ class LaMaOptions:
     augment: str = option("distortions", "training image augmentation: distortions = LaMa's (perspective, affine "
                           "scale 0.7-1.3 / rotation +-40 deg, optical distortion, CLAHE, brightness/contrast, "
                           "hue/saturation; its horizontal flip is --flip), none = resize and --flip only",
-                          choices=AUGMENT_CHOICES)
+                          choices=AUGMENT_CHOICES, absent="none")  # LaMa runs saved before it: no augmentation
     perceptual: bool = option(True, "train without the high-receptive-field perceptual loss (no ADE20k ResNet-50 "
                               "weights needed)")
     # where the frozen ResNet-50 is read from, not what is trained: free to change on --resume
