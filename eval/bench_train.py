@@ -198,8 +198,9 @@ def run_plain(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    from diffinpaint.training.data import TOOLKIT_HOLES, StepBatches, TrainingImages, training_samples
     from diffinpaint.models.trainable import Batch
+    from diffinpaint.training.data import StepBatches, training_samples
+    from diffinpaint.training.trainer import training_images
 
     cls, cfg, opts = _configs(spec)
     device = torch.device("cuda" if spec["device"] == "cuda" else "cpu")
@@ -207,9 +208,7 @@ def run_plain(spec: dict) -> dict:
     model.cfg, model.opts = cfg, opts
     model.check()
     # the exact examples the trainer draws at steps 0..N-1 (process 0 of 1), on the device before any timing
-    own_holes = None if cfg.holes in (*TOOLKIT_HOLES, "dataset", "none") else model.make_holes
-    images = TrainingImages(training_samples(cfg.data, cfg.holes), cfg.size, cfg.holes, cfg.flip, cfg.seed,
-                            own_holes)
+    images = training_images(model, training_samples(cfg.data, cfg.holes))
     batches = []
     for positions in StepBatches(0, cfg.steps, cfg.batch_size, 0, 1):
         examples = [images[p] for p in positions]
@@ -335,7 +334,23 @@ def write_random_vgg(path: Path) -> Path:
     return path
 
 
-def model_plan(name: str, quick: bool, vgg_source, size: int | None = None) -> tuple[dict, list[str]]:
+def write_random_ade20k(path: Path) -> Path:
+    """LaMa's HRF perceptual network (the ADE20k dilated ResNet-50 encoder) with random weights, saved as a state
+    dict: the same compute as CSAIL's encoder_epoch_20.pth, which cannot be downloaded here."""
+    import torch
+
+    from diffinpaint.models.lama.hrf import ResNet50Dilated
+
+    torch.manual_seed(0)
+    torch.save(ResNet50Dilated().state_dict(), path)
+    return path
+
+
+# the frozen networks of perceptual losses: option -> what it holds (the real files cannot be downloaded here)
+FROZEN_WEIGHTS = {"vgg_weights": "VGG19", "perceptual_weights": "ADE20k ResNet-50"}
+
+
+def model_plan(name: str, quick: bool, weights_source, size: int | None = None) -> tuple[dict, list[str]]:
     """The options of one model's configuration, and notes on what was changed from the brief's sizes."""
     import dataclasses
 
@@ -355,12 +370,13 @@ def model_plan(name: str, quick: bool, vgg_source, size: int | None = None) -> t
         if size:
             options["size"] = size
     fields = {f.name for f in dataclasses.fields(cls.Options)}
-    if "vgg_weights" in fields and configs_from_options(cls, options)[1].perceptual:
-        vgg_file = vgg_source()  # None when the real file is in torch's hub cache
-        if vgg_file is not None:
-            options["vgg_weights"] = str(vgg_file)
-            notes.append(f"{name}: VGG19 perceptual loss on, with RANDOM VGG19 weights (no ImageNet file offline; "
-                         "same compute)")
+    for field, network in FROZEN_WEIGHTS.items():
+        if field in fields and configs_from_options(cls, options)[1].perceptual:
+            path = weights_source(network)  # None when the real file is where the model looks by default
+            if path is not None:
+                options[field] = str(path)
+                notes.append(f"{name}: perceptual loss on, with RANDOM {network} weights (the real file is not "
+                             "available offline; same compute)")
     cfg, opts = configs_from_options(cls, {**options, "batch_size": 2})
     model = cls()
     model.cfg, model.opts = cfg, opts
@@ -387,17 +403,24 @@ def run_group(specs: list[dict], timeout: float) -> list[tuple[dict | None, str]
     return [(a.get("result"), a.get("error", "")) for a in answer]
 
 
+# first-step losses of the two ways may differ by this much at most (|diff| / max(1, |loss|)): bit-identical in fp32
+# on a CPU (same examples, weights and RNG state); on a GPU kernels may pick other algorithms (TF32, bf16 autocast)
+LOSS_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
+
+
 def compare(a: dict, b: dict, by_cpu_time: bool) -> dict:
     """Overheads of the toolkit over the plain loop, and the first-step loss difference. `overhead` is the
     headline: from process CPU time where by_cpu_time (one thread on a shared CPU), else from wall time."""
     keys = sorted(set(a["first_step_losses"]) & set(b["first_step_losses"]))
     diff = max((abs(a["first_step_losses"][k] - b["first_step_losses"][k]) for k in keys), default=float("nan"))
+    relative = max((abs(a["first_step_losses"][k] - b["first_step_losses"][k]) / max(1.0, abs(b["first_step_losses"][k]))
+                    for k in keys), default=float("nan"))
     wall = a["seconds"] / b["seconds"] - 1.0
     cpu = a["cpu_seconds"] / b["cpu_seconds"] - 1.0
     return {"overhead": cpu if by_cpu_time else wall, "overhead_basis": "cpu time" if by_cpu_time else "wall time",
             "overhead_wall": wall, "overhead_cpu_time": cpu,
             "overhead_median_step": statistics.median(a["per_step"]) / statistics.median(b["per_step"]) - 1.0,
-            "first_step_loss_max_abs_diff": diff}
+            "first_step_loss_max_abs_diff": diff, "first_step_loss_max_rel_diff": relative}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -501,16 +524,25 @@ def main(argv: list[str] | None = None) -> int:
 
         # 9 real photos at 256 px, two 75×75 holes each (masks.csv): every model resizes them to its size
         data = str(make_demo_dataset(work / "data", size=256, crops_per_photo=1, holes=2, hole_size=75, seed=0))
-    vgg_cache: list[Path | None] = []
+    weights_cache: dict[str, Path | None] = {}
 
-    def vgg_file() -> Path | None:
-        """A VGG19 weights file for a perceptual loss: torch's hub cache when it holds one, else random weights."""
-        if not vgg_cache:
+    def weights_file(network: str) -> Path | None:
+        """A weights file for a perceptual loss's frozen network: None when the real one is where the model looks
+        by default (VGG19 in torch's hub cache, the ADE20k encoder where LaMa looks), else random weights."""
+        if network not in weights_cache:
             import torch.hub
 
-            cached = Path(torch.hub.get_dir()) / "checkpoints" / "vgg19-dcbb9e9d.pth"
-            vgg_cache.append(None if cached.is_file() else write_random_vgg(work / "vgg19_random.pth"))
-        return vgg_cache[0]
+            from diffinpaint.models.lama.hrf import default_hrf_path
+
+            vgg = network == "VGG19"
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / "vgg19-dcbb9e9d.pth" if vgg else default_hrf_path()
+            if cached.is_file():
+                weights_cache[network] = None
+            elif vgg:
+                weights_cache[network] = write_random_vgg(work / "vgg19_random.pth")
+            else:
+                weights_cache[network] = write_random_ade20k(work / "ade20k_resnet50_random.pth")
+        return weights_cache[network]
 
     results, skipped = [], []
     command = " ".join(["python", "eval/bench_train.py", *(argv if argv is not None else sys.argv[1:])])
@@ -569,6 +601,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{_fmt(best['plain']['first_step_losses'])} | toolkit "
               f"{_fmt(best['toolkit']['first_step_losses'])} (max |diff| "
               f"{row['first_step_loss_max_abs_diff']:.3g})", file=sys.stderr)
+        if not row["first_step_loss_max_rel_diff"] <= LOSS_TOLERANCE[precision]:
+            # the two ways did not train on the same examples and weights: the comparison means nothing
+            notes.append(f"{name} batch {batch} {precision}: first-step losses DIFFER between the ways (max |diff| "
+                         f"{row['first_step_loss_max_abs_diff']:.3g}): not the same examples or weights, so this "
+                         "row's overhead is not a like-for-like comparison")
+            print(f"WARNING: {notes[-1]}", file=sys.stderr)
         return row
 
     def maybe_profile(row: dict, name, options, batch, precision, steps) -> None:
@@ -586,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append({"model": name, "why": f"not started: past the --deadline of {args.deadline:g} s"})
             continue
         try:
-            options, model_notes = model_plan(name, args.quick, vgg_file, args.size)
+            options, model_notes = model_plan(name, args.quick, weights_file, args.size)
         except Exception as err:  # noqa: BLE001 - a model that cannot even be planned is reported, not fatal
             skipped.append({"model": name, "why": f"cannot configure: {err}"})
             continue
@@ -762,7 +800,7 @@ def write_markdown(path: Path, report: dict) -> None:
                      f"{_fmt(r['runs']['plain']['first_step_losses'])}; toolkit "
                      f"{_fmt(r['runs']['toolkit']['first_step_losses'])}")
     lines += ["", "Options per model: " + "; ".join(
-        f"{r['model']} {json.dumps({k: v for k, v in r['options'].items() if k != 'vgg_weights'})}"
+        f"{r['model']} {json.dumps({k: v for k, v in r['options'].items() if k not in FROZEN_WEIGHTS})}"
         for r in report["results"] if r["batch_size"] == min(x["batch_size"] for x in report["results"]
                                                               if x["model"] == r["model"])
         and r["precision"] == "fp32")]

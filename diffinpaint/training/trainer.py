@@ -406,6 +406,15 @@ def _reseeder(device: torch.device):
     return reseed
 
 
+def training_images(model: TrainableModel, samples: list) -> TrainingImages:
+    """The examples a model trains on (the trainer's, and eval/bench_train.py's plain loop's): its holes (the model's
+    own generator for --holes NAME) and its image augmentation, from (seed, position)."""
+    cfg = model.cfg
+    own_holes = None if cfg.holes in (*TOOLKIT_HOLES, "dataset", "none") else model.make_holes
+    return TrainingImages(samples, cfg.size, cfg.holes, cfg.flip, cfg.seed, own_holes,
+                          augment=model.augmentation())
+
+
 def parameter_checksums(nets: dict[str, torch.nn.Module]) -> torch.Tensor:
     """Per network, the float64 sum and sum of squares of its trained parameters (not buffers: batch-norm running
     statistics are per process by design). Replicas that took the same averaged gradients hold bit-identical
@@ -526,9 +535,7 @@ def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | Non
         return resume_from
 
     # 3. Data: each step's batch is a function of (seed, step, rank), made and copied to the device one step ahead
-    images = TrainingImages(samples, cfg.size, cfg.holes, cfg.flip, cfg.seed,
-                            None if cfg.holes in (*TOOLKIT_HOLES, "dataset", "none") else model.make_holes,
-                            augment=model.augmentation())
+    images = training_images(model, samples)
     batches = device_batches(images, StepBatches(start, stop, cfg.batch_size, rank, processes), cfg.workers,
                              accelerator.device)
     n_grid = min(4, len(samples))
