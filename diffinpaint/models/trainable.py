@@ -20,6 +20,7 @@ them there and reads a block of steps at once, every --log-every steps.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -40,6 +41,12 @@ class Batch:
 
     images: torch.Tensor
     masks: torch.Tensor
+
+
+def flat_config(cfg, opts) -> dict[str, Any]:
+    """config.json: one flat mapping of the shared TrainConfig then the model's own options (what each model's
+    build_network reads, and what the trainer writes and compares on --resume)."""
+    return {**dataclasses.asdict(cfg), **dataclasses.asdict(opts)}
 
 
 class TrainableModel:
@@ -115,6 +122,10 @@ class TrainableModel:
         flips leaves that to --flip). Draw only from `rng` (made from (seed, position), as make_holes'; the call runs
         in the batch thread or a DataLoader worker), and make it picklable (workers receive a copy)."""
         return None
+
+    def network_config(self) -> dict[str, Any]:
+        """The flat config build_network reads: config.json's mapping (flat_config) with the options in force."""
+        return flat_config(self.cfg, self.opts)
 
     @torch.no_grad()
     def sample(self, batch: Batch) -> torch.Tensor:

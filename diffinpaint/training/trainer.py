@@ -50,9 +50,9 @@ from ..util.seeds import stream_seed
 from .checkpoints import (load_training_state, prune_checkpoints, remove_leftovers, optimizer_from_safetensors,
                           save_checkpoint)
 from ..util import options
-from .config import REPORT_TO, TrainConfig
+from .config import TrainConfig
 from .data import TOOLKIT_HOLES, StepBatches, TrainingImages, device_batches, training_samples, training_set_record
-from ..models.trainable import Batch, TrainableModel
+from ..models.trainable import Batch, TrainableModel, flat_config
 from .setup import prepare_model
 
 # what a training folder holds before its first checkpoint (a run killed early may be started again)
@@ -132,11 +132,6 @@ def check_config(cfg: TrainConfig, model: TrainableModel) -> None:
             raise UserError(f"--report-to {cfg.report_to} needs the {package} package: "
                             f"pip install 'diffinpaint[{package}]'")
     model.check()
-
-
-def flat_config(cfg: TrainConfig, opts) -> dict[str, Any]:
-    """config.json: one flat mapping, shared options first; `model` names the package that reads it."""
-    return {**dataclasses.asdict(cfg), **dataclasses.asdict(opts)}
 
 
 def resume_compared(model_cls: type[TrainableModel]) -> dict[str, options.Option]:

@@ -18,7 +18,7 @@ the test-time search is the expensive part (infer.py: 32 images × 4 codes × 15
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -61,17 +61,14 @@ class DCGANTraining(TrainableModel):
     tiny = {"size": 32, "gf": 8, "df": 8, "batch_size": 4}
 
     def check(self) -> None:
-        o, size = self.opts, self.cfg.size
+        size = self.cfg.size
         if size < MIN_SIZE or size > MAX_SIZE or size & (size - 1):
             raise UserError(f"--size {size} does not fit dcgan; pass a power of two from {MIN_SIZE} to {MAX_SIZE} "
                             "(the paper's is 64)")
 
-    def _config(self) -> dict:
-        return {**asdict(self.cfg), **asdict(self.opts)}
-
     def build_networks(self) -> dict[str, nn.Module]:
-        return {"generator": init_weights(build_network(self._config(), "generator")),
-                "discriminator": init_weights(build_network(self._config(), "discriminator"))}
+        return {"generator": init_weights(build_network(self.network_config(), "generator")),
+                "discriminator": init_weights(build_network(self.network_config(), "discriminator"))}
 
     def build_optimizers(self, nets):
         betas = (self.opts.beta1, 0.999)

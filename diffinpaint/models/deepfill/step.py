@@ -15,7 +15,7 @@ and mask for the D step); each image has its own mask (TF: one per batch); see n
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -72,10 +72,6 @@ class DeepFillTraining(TrainableModel):
         if o.cnum < 4 or o.cnum % 4:
             raise UserError(f"--cnum {o.cnum} does not fit deepfill: it must be a multiple of 4 (every layer splits "
                             "its channels into features and gates, the last one cnum/2); try --cnum 48")
-
-    def network_config(self) -> dict:
-        """The flat config build_network reads (what the trainer writes into config.json)."""
-        return {**asdict(self.cfg), **asdict(self.opts)}
 
     def build_networks(self) -> dict[str, nn.Module]:
         # the constructors initialise as the reference (Glorot-uniform, zero bias)

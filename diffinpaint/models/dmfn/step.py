@@ -24,7 +24,6 @@ masks it crops a random box instead). For the "dmfn" holes that window is the bo
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 
@@ -186,10 +185,6 @@ class DMFNTraining(TrainableModel):
     tiny = {"size": 64, "nf": 8, "ndf": 8, "n_blocks": 2, "perceptual": False, "batch_size": 2}
 
     vgg: VGGFeatures | None = None  # frozen, so not one of self.nets (nets are what is trained and checkpointed)
-
-    def network_config(self) -> dict:
-        """The flat config build_network reads (the same keys config.json will hold)."""
-        return {**dataclasses.asdict(self.cfg), **dataclasses.asdict(self.opts)}
 
     def check(self) -> None:
         o, size = self.opts, self.cfg.size

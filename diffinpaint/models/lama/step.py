@@ -23,7 +23,6 @@ The training images get LaMa's `distortions` augmentation (augment.py; --augment
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,10 +151,6 @@ class LaMaTraining(TrainableModel):
     tiny = {"size": 32, "ngf": 4, "n_blocks": 1, "ndf": 8, "perceptual": False, "batch_size": 2}
 
     hrf: HRFPerceptualLoss | None = None  # frozen, so not one of self.nets (nets are what is trained and saved)
-
-    def network_config(self) -> dict:
-        """The flat config build_network reads (the same keys config.json will hold)."""
-        return {**dataclasses.asdict(self.cfg), **dataclasses.asdict(self.opts)}
 
     def check(self) -> None:
         size = self.cfg.size

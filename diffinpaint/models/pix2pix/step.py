@@ -19,7 +19,6 @@ from torch import nn
 
 from ..losses import GANLoss
 from ..trainable import Batch, TrainableModel
-from ...util.errors import UserError
 from ...util.options import option
 from .nets import build_discriminator, build_generator, generator_input, init_weights, unet_depth
 

@@ -19,7 +19,7 @@ drawn on the CPU from torch's global RNG (the trainer seeds it per step), so a r
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -74,12 +74,12 @@ class RePaintTraining(TrainableModel):
     ema = {"unet": 0.9999}  # DDPM and RePaint's CelebA-HQ model: EMA 0.9999
     tiny = {"size": 32, "block_channels": "8,16", "layers_per_block": 1, "norm_groups": 4, "batch_size": 2}
 
-    def flat_config(self) -> dict:
-        """The flat config build_network and the schedulers read (what config.json holds)."""
-        return {**asdict(self.cfg), **asdict(self.opts), "model": self.name}
+    def network_config(self) -> dict:
+        """The flat config build_network and the schedulers read (config.json's, with the model's name)."""
+        return {**super().network_config(), "model": self.name}
 
     def check(self) -> None:
-        config = self.flat_config()
+        config = self.network_config()
         check_network_config(config)
         scheduler_kwargs(config)  # UserError for an unknown β schedule
         if self.opts.train_timesteps < 2:
@@ -87,14 +87,14 @@ class RePaintTraining(TrainableModel):
 
     def build_networks(self) -> dict[str, nn.Module]:
         # diffusers' own initialisation (PyTorch's defaults), as the diffusers example trains it
-        return {"unet": build_network(self.flat_config(), "unet")}
+        return {"unet": build_network(self.network_config(), "unet")}
 
     def build_optimizers(self, nets: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         return {"optimizer": torch.optim.AdamW(nets["unet"].parameters(), lr=self.cfg.lr, betas=(0.95, 0.999),
                                                weight_decay=1e-6, eps=1e-8)}
 
     def describe(self) -> list[str]:
-        config = self.flat_config()
+        config = self.network_config()
         channels = parse_channels(self.opts.block_channels)
         at = attention_resolution(config)
         settings = RePaintSettings()
@@ -112,7 +112,7 @@ class RePaintTraining(TrainableModel):
         if getattr(self, "_noise_scheduler", None) is None:
             from diffusers import DDPMScheduler
 
-            self._noise_scheduler = DDPMScheduler(**scheduler_kwargs(self.flat_config()))
+            self._noise_scheduler = DDPMScheduler(**scheduler_kwargs(self.network_config()))
         return self._noise_scheduler
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -138,7 +138,7 @@ class RePaintTraining(TrainableModel):
 
         unet = self.accelerator.unwrap_model(self.nets["unet"])
         dtype = next(unet.parameters()).dtype
-        scheduler = DDPMScheduler(**scheduler_kwargs(self.flat_config()))
+        scheduler = DDPMScheduler(**scheduler_kwargs(self.network_config()))
         scheduler.set_timesteps(min(SAMPLE_STEPS, self.opts.train_timesteps))
         x = torch.randn(batch.images.shape).to(batch.images.device)
         for t in scheduler.timesteps:

@@ -37,7 +37,7 @@ are 4× larger: batch 16 takes 296 ms and 24 GiB (bf16), so the default batch of
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -116,12 +116,9 @@ class TransGANTraining(TrainableModel):
             raise UserError(f"--d-dim {o.d_dim} must be a multiple of 4 x --heads = {4 * o.heads} (its 3/4 and 1/4 "
                             "scales), e.g. 384")
 
-    def _config(self) -> dict:
-        return {**asdict(self.cfg), **asdict(self.opts)}
-
     def build_networks(self) -> dict[str, nn.Module]:
-        return {"generator": init_weights(build_network(self._config(), "generator"), linear_std=None),
-                "discriminator": init_weights(build_network(self._config(), "discriminator"), linear_std=0.02)}
+        return {"generator": init_weights(build_network(self.network_config(), "generator"), linear_std=None),
+                "discriminator": init_weights(build_network(self.network_config(), "discriminator"), linear_std=0.02)}
 
     def build_optimizers(self, nets):
         betas = (self.opts.beta1, self.opts.beta2)
