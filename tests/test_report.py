@@ -141,17 +141,22 @@ def build_eval(root: Path, *, pixel_counts: bool = True, fid: float | None = Non
 class _Images(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.srcs: list[str] = []
+        self.images: list[dict[str, str]] = []
 
     def handle_starttag(self, tag, attrs):
         if tag == "img":
-            self.srcs.append(dict(attrs)["src"])
+            self.images.append(dict(attrs))
+
+
+def img_attributes(html: str) -> list[dict[str, str]]:
+    """The attributes of every <img> of a page, in order."""
+    parser = _Images()
+    parser.feed(html)
+    return parser.images
 
 
 def img_srcs(page: Path) -> list[str]:
-    parser = _Images()
-    parser.feed(page.read_text(encoding="utf-8"))
-    return parser.srcs
+    return [image["src"] for image in img_attributes(page.read_text(encoding="utf-8"))]
 
 
 @pytest.fixture(scope="module")

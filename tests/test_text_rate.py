@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-from html.parser import HTMLParser
 from pathlib import Path
 from unittest import mock
 
@@ -23,6 +21,7 @@ from diffinpaint.evaluation import text as textlib
 from diffinpaint.evaluation.text import Detection, TextDetector, hole_masks, inside_fraction, text_in_holes
 from diffinpaint.models import MODELS
 from diffinpaint.models.classical import TeleaModel
+from test_report import img_attributes
 
 WORDS = ["OPEN", "SALE", "HELLO", "BANK", "CAFE", "STOP", "BOOK", "MILK", "PARK", "MAIN"]
 SIZE = 128
@@ -190,16 +189,6 @@ def test_no_text_skips_the_ocr(demo_small, tmp_path):
     assert pd.read_csv(tmp_path / "ev" / "per_image.csv")["n_text_holes"].isna().all()
 
 
-class _Images(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.alts: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.alts.append(dict(attrs).get("alt", ""))
-
-
 @pytest.fixture(scope="module")
 def words_eval(tmp_path_factory):
     """Done-when: 20 photos, 40 holes, a word printed inside 10 of them; telea, ns and scribble (a word in every
@@ -262,11 +251,10 @@ def test_the_report_shows_the_detections_with_a_bootstrap_interval(words_eval):
     data, ev, *_ = words_eval
     page = (ev / "report.html").read_text()
     assert "<h2>Text in the holes</h2>" in page
-    parser = _Images()
-    parser.feed(page)
-    originals = [a for a in parser.alts if a.endswith("original")]
+    alts = [image.get("alt", "") for image in img_attributes(page)]
+    originals = [a for a in alts if a.endswith("original")]
     assert len(originals) >= 8  # each original hole with a word, as a crop
-    scribbled = [a for a in parser.alts if a.endswith("hole 0 scribble")]
+    scribbled = [a for a in alts if a.endswith("hole 0 scribble")]
     assert len(scribbled) >= 18  # each output hole where text appeared, beside its original
     assert "<h3>telea: 0 hole(s) with text</h3>" in page
     for src in [s for s in page.split('src="')[1:]]:
