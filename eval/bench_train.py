@@ -218,19 +218,19 @@ def run_plain(spec: dict) -> dict:
     model.check()
     # the exact examples the trainer draws at steps 0..N-1 (process 0 of 1), on the device before any timing
     images = training_images(model, training_samples(cfg.data, cfg.holes))
-    batches = []
+    # made with the trainer's own TrainingImages.batch (decoded images cached, holes, the model's augmentation,
+    # flips), each step's cost recorded: the toolkit pays it inside its timed window (in its batch thread), this
+    # loop here, untimed; reported so the trainer's own cost can be told from the data's. Step 0 is left out of the
+    # mean, as the toolkit made it before its clock started.
+    batches, example_times = [], []
     for positions in StepBatches(0, cfg.steps, cfg.batch_size, 0, 1):
-        examples = [images[p] for p in positions]
-        batches.append(Batch(torch.stack([e[0] for e in examples]).to(device),
-                             torch.stack([e[1] for e in examples]).to(device)))
-    # what making one step's examples costs (the trainer's own TrainingImages.batch: decoded images cached, holes,
-    # the model's augmentation, flips), which the toolkit pays inside its timed window (in its batch thread) and
-    # this loop paid above, untimed: reported so the trainer's own cost can be told from the data's
-    wall, cpu = time.perf_counter(), time.process_time()
-    steps = list(StepBatches(0, cfg.steps, cfg.batch_size, 0, 1))
-    for positions in steps:
-        images.batch(positions)
-    example_wall, example_cpu = (time.perf_counter() - wall) / len(steps), (time.process_time() - cpu) / len(steps)
+        wall, cpu = time.perf_counter(), time.process_time()
+        batch_images, batch_masks = images.batch(positions)
+        example_times.append((time.perf_counter() - wall, time.process_time() - cpu))
+        batches.append(Batch(batch_images.to(device), batch_masks.to(device)))
+    timed_examples = example_times[1:] or example_times
+    example_wall = sum(w for w, _ in timed_examples) / len(timed_examples)
+    example_cpu = sum(c for _, c in timed_examples) / len(timed_examples)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     baseline = peak_memory(device)[0]
