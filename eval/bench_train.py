@@ -38,7 +38,18 @@ Peak memory: CUDA: torch.cuda.max_memory_allocated over the run; CPU: the proces
 On a CPU the runs use one torch thread (two OpenMP threads on a shared 2-core machine stall whenever a neighbour
 holds a core: steps became 5-10x slower) and the headline overhead is computed from the process's CPU time, which
 counts the work done rather than the time other jobs held the cores; wall-time overheads are reported beside it.
---repeats N runs each way N times in ABBA order and keeps each way's faster run. Configurations over 5 % are
+--repeats N runs each way N times in ABBA order and keeps each way's faster run.
+
+Paired runs (--paired; the default of --quick on a CPU): separate processes read ±5-10% apart on identical work on a
+shared 2-core VM (the machine's speed drifts over seconds, and each process's memory layout differs), which is more
+than the trainer's fixed cost of well under a millisecond per step that --quick exists to show. A paired run puts
+both ways in one process, step by step: before each of the trainer's steps the plain loop takes its own step of the
+same index (its own networks, batches and RNG stream; torch's generator state is swapped around it, so each way
+computes exactly what it computes alone: tests/test_bench_train.py holds it). Plain = its steps' thread CPU time;
+toolkit = the timed window's process CPU time minus the plain steps'; the examples' cost = the thread CPU time of the
+trainer's own TrainingImages.batch calls in the window. Each repeat is one paired run; the row reports the run with
+the median overhead (not the lowest: the least of several differences is the luckiest). CPU only (a GPU's queued
+work would cross between the ways); peak memory is not split by way there. Configurations over 5 % are
 re-run once under cProfile (not with --quick unless --profile yes) to show where the trainer's time goes.
 
 On a GPU all runs of one model share one child process (peak memory = max_memory_allocated after a reset, so
@@ -46,7 +57,8 @@ runs need no process of their own there; this saves a CUDA start per run), and a
 halved until it fits (the row says the batch it ran). --deadline S stops starting new rows after S seconds (a
 time-boxed GPU suite); the report is rewritten after every row, so a killed run keeps what it measured.
 
-    python eval/bench_train.py --quick --out eval/results/train_cpu_quick     # every model at 64², batch 2, ~3 min
+    python eval/bench_train.py --quick --out eval/results/train_cpu_quick     # every model at 64², batch 2, paired,
+                                                                              # median of 3, ~12 min
     python eval/bench_train.py --device cpu --batch-sizes 1,8 --steps 4 --repeats 2 --out eval/results/train_cpu
     python eval/bench_train.py --device cuda --batch-sizes 16 --out eval/results/train_cuda  # fp32 + bf16
     python eval/bench_train.py --models dcgan --batch-sizes 1 --steps 30 --merge --out eval/results/train_cpu
@@ -162,13 +174,13 @@ def run_toolkit(spec: dict) -> dict:
     returned = time.perf_counter()
     peak, kind = peak_memory(device)
     rows = [json.loads(line) for line in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
-    first = {k: v for k, v in rows[0].items() if k not in ("step", "lr")}
+    first, last = ({k: v for k, v in row.items() if k not in ("step", "lr")} for row in (rows[0], rows[-1]))
     bounds = [*stamps[1:], end[0]]  # step k (k >= 2) runs from its train_step entry to the next one
     per_step = [b[0] - a[0] for a, b in zip(bounds[:-1], bounds[1:])]
     per_step_cpu = [b[1] - a[1] for a, b in zip(bounds[:-1], bounds[1:])]
     result = {"seconds": end[0][0] - stamps[1][0], "cpu_seconds": end[0][1] - stamps[1][1], "per_step": per_step,
               "per_step_cpu": per_step_cpu, "setup_seconds": stamps[0][0] - called,
-              "end_seconds": returned - end[0][0], "first_step_losses": first,
+              "end_seconds": returned - end[0][0], "first_step_losses": first, "last_step_losses": last,
               "peak_memory_mib": peak, "baseline_memory_mib": baseline, "memory_kind": kind}
     if profiler:
         result["profile"] = _attribute(profiler, spec["steps"] - 1, cls)
@@ -202,74 +214,184 @@ class PlainAccelerator:
         return torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type=norm_type)
 
 
+class PlainLoop:
+    """The plain way's state: the model with networks from build_networks() after the trainer's init seed, its
+    optimisers, PlainAccelerator, and the exact examples the trainer draws at steps 0..N-1 (process 0 of 1), made
+    with the trainer's own TrainingImages.batch and on the device before any timing."""
+
+    def __init__(self, spec: dict):
+        import torch
+
+        from diffinpaint.models.trainable import Batch
+        from diffinpaint.training.data import StepBatches, training_samples
+        from diffinpaint.training.trainer import training_images
+
+        cls, cfg, opts = _configs(spec)
+        self.device = torch.device("cuda" if spec["device"] == "cuda" else "cpu")
+        model = cls()
+        model.cfg, model.opts = cfg, opts
+        model.check()
+        images = training_images(model, training_samples(cfg.data, cfg.holes))
+        # (decoded images cached, holes, the model's augmentation, flips), each step's cost recorded: the toolkit
+        # pays it inside its timed window (in its batch thread), this loop here, untimed; reported so the trainer's
+        # own cost can be told from the data's. Step 0 is left out of the mean, as the toolkit made it before its
+        # clock started.
+        self.batches, example_times = [], []
+        for positions in StepBatches(0, cfg.steps, cfg.batch_size, 0, 1):
+            wall, cpu = time.perf_counter(), time.process_time()
+            batch_images, batch_masks = images.batch(positions)
+            example_times.append((time.perf_counter() - wall, time.process_time() - cpu))
+            self.batches.append(Batch(batch_images.to(self.device), batch_masks.to(self.device)))
+        timed_examples = example_times[1:] or example_times
+        self.example_wall = sum(w for w, _ in timed_examples) / len(timed_examples)
+        self.example_cpu = sum(c for _, c in timed_examples) / len(timed_examples)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        self.baseline_memory = peak_memory(self.device)[0]
+        # networks and optimisers as plain PyTorch builds them: seed, build, move, optimise
+        built = time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        nets = {name: net.to(self.device).train() for name, net in model.build_networks().items()}
+        model.nets, model.optimizers = nets, model.build_optimizers(nets)
+        model.accelerator, model.step = PlainAccelerator(self.device), 0
+        self.model, self.seed = model, cfg.seed
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if spec["precision"] == "bf16"
+                         else nullcontext())
+        self.setup_seconds = time.perf_counter() - built
+
+    def step(self, step: int) -> dict:
+        """One step of the bare loop: train_step on this step's batch (the losses as the step returns them)."""
+        self.model.step = step
+        with self.autocast:
+            return self.model.train_step(self.batches[step])
+
+
 def run_plain(spec: dict) -> dict:
     """A bare loop over train_step on batches built up front (the trainer's own examples)."""
     import numpy as np
     import torch
 
-    from diffinpaint.models.trainable import Batch
-    from diffinpaint.training.data import StepBatches, training_samples
-    from diffinpaint.training.trainer import training_images
-
-    cls, cfg, opts = _configs(spec)
-    device = torch.device("cuda" if spec["device"] == "cuda" else "cpu")
-    model = cls()
-    model.cfg, model.opts = cfg, opts
-    model.check()
-    # the exact examples the trainer draws at steps 0..N-1 (process 0 of 1), on the device before any timing
-    images = training_images(model, training_samples(cfg.data, cfg.holes))
-    # made with the trainer's own TrainingImages.batch (decoded images cached, holes, the model's augmentation,
-    # flips), each step's cost recorded: the toolkit pays it inside its timed window (in its batch thread), this
-    # loop here, untimed; reported so the trainer's own cost can be told from the data's. Step 0 is left out of the
-    # mean, as the toolkit made it before its clock started.
-    batches, example_times = [], []
-    for positions in StepBatches(0, cfg.steps, cfg.batch_size, 0, 1):
-        wall, cpu = time.perf_counter(), time.process_time()
-        batch_images, batch_masks = images.batch(positions)
-        example_times.append((time.perf_counter() - wall, time.process_time() - cpu))
-        batches.append(Batch(batch_images.to(device), batch_masks.to(device)))
-    timed_examples = example_times[1:] or example_times
-    example_wall = sum(w for w, _ in timed_examples) / len(timed_examples)
-    example_cpu = sum(c for _, c in timed_examples) / len(timed_examples)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    baseline = peak_memory(device)[0]
-    # networks and optimisers as plain PyTorch builds them: seed, build, move, optimise
-    built = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    nets = {name: net.to(device).train() for name, net in model.build_networks().items()}
-    model.nets, model.optimizers = nets, model.build_optimizers(nets)
-    model.accelerator, model.step = PlainAccelerator(device), 0
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if spec["precision"] == "bf16" else nullcontext()
-    setup = time.perf_counter() - built
+    plain = PlainLoop(spec)
     # step 1 draws from the same RNG state as the trainer's step 1 (it re-seeds from (seed, step 0, rank 0));
     # a plain loop seeds once, so later steps draw differently, which changes no cost
-    torch.manual_seed(int(np.random.SeedSequence([cfg.seed, 2, 0, 0]).generate_state(1)[0]))
+    torch.manual_seed(int(np.random.SeedSequence([plain.seed, 2, 0, 0]).generate_state(1)[0]))
     # the device is synchronised before the first timed step and after the last one only: like the trainer, the
     # loop never waits for it in between (per-step times are host times on a GPU)
     stamps, first = [], None
     seconds = spec.get("seconds")  # --quick: stop once this much was timed (at least `min_steps` steps in all)
-    for step, batch in enumerate(batches):
-        model.step = step
+    for step in range(len(plain.batches)):
         if step == 1:
-            _sync(device)
+            _sync(plain.device)
         stamps.append((time.perf_counter(), time.process_time()))
-        with autocast:
-            losses = model.train_step(batch)
+        losses = plain.step(step)
         if step == 0:
             first = {k: float(v) for k, v in losses.items()}  # the one read of the losses (untimed step 1)
         if seconds and step + 1 >= spec.get("min_steps", 8) and time.perf_counter() - stamps[min(1, step)][0] >= seconds:
             break
-    _sync(device)
+    _sync(plain.device)
     stamps.append((time.perf_counter(), time.process_time()))
     timed = stamps[1:]
     per_step = [b[0] - a[0] for a, b in zip(timed[:-1], timed[1:])]
     per_step_cpu = [b[1] - a[1] for a, b in zip(timed[:-1], timed[1:])]
-    peak, kind = peak_memory(device)
+    peak, kind = peak_memory(plain.device)
     return {"seconds": timed[-1][0] - timed[0][0], "cpu_seconds": timed[-1][1] - timed[0][1], "per_step": per_step,
-            "per_step_cpu": per_step_cpu, "setup_seconds": setup, "end_seconds": 0.0, "steps_run": len(stamps) - 1,
-            "first_step_losses": first, "peak_memory_mib": peak, "baseline_memory_mib": baseline,
-            "memory_kind": kind, "example_seconds_per_step": example_wall, "example_cpu_seconds_per_step": example_cpu}
+            "per_step_cpu": per_step_cpu, "setup_seconds": plain.setup_seconds, "end_seconds": 0.0,
+            "steps_run": len(stamps) - 1, "first_step_losses": first,
+            "last_step_losses": {k: float(v) for k, v in losses.items()}, "peak_memory_mib": peak,
+            "baseline_memory_mib": plain.baseline_memory, "memory_kind": kind,
+            "example_seconds_per_step": plain.example_wall, "example_cpu_seconds_per_step": plain.example_cpu}
+
+
+def run_paired(spec: dict) -> dict:
+    """Both ways in this one process, step by step (CPU): before each of the trainer's steps, the plain loop takes
+    its own step of the same index, so a slow spell of the shared machine (or a neighbour's burst) falls on both
+    ways alike instead of on whichever process ran then. The trainer runs end to end exactly as in run_toolkit; the
+    plain step runs inside the timing hook at the start of its train_step, on its own networks, batches and RNG
+    stream (the generator's state is swapped in and out around it, so the trainer's draws are untouched).
+
+    Timing: plain = the main thread's CPU time (time.thread_time) and the wall time of each plain step; toolkit =
+    the timed window's process CPU time (every thread: the trainer's batch thread included) and wall time, minus
+    the plain steps'. The thread CPU time of each TrainingImages.batch call the trainer makes inside the window is
+    recorded (as the toolkit actually pays it, beside the model's step) and reported as the examples' cost."""
+    import torch
+
+    from diffinpaint.training import trainer
+    from diffinpaint.training.data import TrainingImages
+
+    if spec["device"] != "cpu":
+        raise ValueError("paired runs are for CPUs (a GPU's queued work would cross between the ways)")
+    plain = PlainLoop(spec)
+    cls, cfg, opts = _configs(spec)
+    marks: list[tuple[float, float, float, float, float]] = []  # per step: wall/cpu before and after, thread cpu
+    plain_rng, plain_losses, end = [None], [], []
+    examples: list[tuple[float, float]] = []  # (start wall, thread cpu) of each batch the trainer makes
+    make_batch = TrainingImages.batch
+
+    def timed_batch(self, *args, **kwargs):
+        began, cpu = time.perf_counter(), time.thread_time()
+        made = make_batch(self, *args, **kwargs)
+        examples.append((began, time.thread_time() - cpu))
+        return made
+
+    class Paired(cls):  # same name, options and step: the clock and the plain loop's step are added
+        def train_step(self, batch):
+            step = len(marks)
+            trainer_rng = torch.get_rng_state()
+            if plain_rng[0] is not None:  # at step 0 the plain loop starts from the trainer's step-0 state
+                torch.set_rng_state(plain_rng[0])
+            wall, cpu, own = time.perf_counter(), time.process_time(), time.thread_time()
+            losses = plain.step(step)
+            marks.append((wall, cpu, time.perf_counter(), time.process_time(), time.thread_time() - own))
+            plain_losses.append(losses)
+            plain_rng[0] = torch.get_rng_state()
+            torch.set_rng_state(trainer_rng)
+            return super().train_step(batch)
+
+    Paired.__name__ = Paired.__qualname__ = cls.__name__
+    original_grid = trainer.write_sample_grid
+
+    def stamped_grid(*args, **kwargs):
+        if not end:
+            end.append((time.perf_counter(), time.process_time()))
+        return original_grid(*args, **kwargs)
+
+    trainer.write_sample_grid, TrainingImages.batch = stamped_grid, timed_batch
+    called = time.perf_counter()
+    try:
+        trainer.train(Paired, cfg, opts)
+    finally:
+        trainer.write_sample_grid, TrainingImages.batch = original_grid, make_batch
+    returned = time.perf_counter()
+    peak, kind = peak_memory(plain.device)
+    rows = [json.loads(line) for line in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
+    first, last = ({k: v for k, v in row.items() if k not in ("step", "lr")} for row in (rows[0], rows[-1]))
+    # step k >= 1: plain = its own step; toolkit = from the end of plain step k to the start of plain step k+1 (or
+    # the end-of-run grid), plus what other threads did while plain step k+1 ran
+    timed = marks[1:]
+    plain_wall = [m[2] - m[0] for m in timed]
+    plain_cpu = [m[4] for m in timed]
+    following = [(m[0], m[1], m[3] - m[1] - m[4]) for m in timed[1:]] + [(end[0][0], end[0][1], 0.0)]
+    toolkit_wall = [nxt[0] - m[2] for m, nxt in zip(timed, following)]
+    toolkit_cpu = [nxt[1] - m[3] + nxt[2] for m, nxt in zip(timed, following)]
+    window_examples = [cpu for began, cpu in examples if began >= timed[0][0]]
+    shared = {"peak_memory_mib": peak, "baseline_memory_mib": plain.baseline_memory,
+              "memory_kind": f"{kind}, one process for both ways (paired)"}
+    plain_result = {"seconds": sum(plain_wall), "cpu_seconds": sum(plain_cpu), "per_step": plain_wall,
+                    "per_step_cpu": plain_cpu, "setup_seconds": plain.setup_seconds, "end_seconds": 0.0,
+                    "first_step_losses": {k: float(v) for k, v in plain_losses[0].items()},
+                    "last_step_losses": {k: float(v) for k, v in plain_losses[-1].items()},
+                    # what compare() takes off the toolkit: the examples as its batch thread made them in the window
+                    "example_cpu_seconds_per_step": sum(window_examples) / len(timed),
+                    "example_seconds_per_step": plain.example_wall,
+                    "example_alone_cpu_seconds_per_step": plain.example_cpu, **shared}
+    toolkit_result = {"seconds": sum(toolkit_wall), "cpu_seconds": sum(toolkit_cpu), "per_step": toolkit_wall,
+                      "per_step_cpu": toolkit_cpu, "setup_seconds": marks[0][0] - called,
+                      "end_seconds": returned - end[0][0], "first_step_losses": first, "last_step_losses": last,
+                      "examples_in_window": len(window_examples), **shared}
+    return {"plain": plain_result, "toolkit": toolkit_result}
+
+
+RUNS = {"toolkit": run_toolkit, "plain": run_plain, "paired": run_paired}
 
 
 def run_many(specs: list[dict]) -> list[dict]:
@@ -291,7 +413,7 @@ def run_many(specs: list[dict]) -> list[dict]:
         try:
             if spec.get("fake_oom_above") is not None and spec["batch_size"] > spec["fake_oom_above"]:
                 raise RuntimeError(f"CUDA out of memory (simulated for batch {spec['batch_size']})")
-            results.append({"result": (run_toolkit if spec["impl"] == "toolkit" else run_plain)(spec)})
+            results.append({"result": RUNS[spec["impl"]](spec)})
         except Exception as err:  # noqa: BLE001 - reported per run, the others still run
             last = traceback.format_exception_only(type(err), err)[-1].strip()
             results.append({"error": f"failed: {last[:300]}"})
@@ -465,8 +587,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=None, help="--size for every model (default: each model's own; "
                         "--quick: 64)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on CPU, see below)")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="runs of each way, in ABBA order; the faster run of each way is reported (default 1)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs of each way, in ABBA order, the faster run of each way reported; paired: runs of "
+                             "the pair, the one with the median overhead reported (default 3 with --quick, else 1)")
+    parser.add_argument("--paired", choices=("auto", "yes", "no"), default="auto",
+                        help="both ways in one process, a plain step before each trainer step (CPU only; auto: "
+                             "with --quick on a CPU), instead of each way in its own process")
     parser.add_argument("--budget", type=float, default=240.0,
                         help="seconds one configuration (both ways) may take; larger ones are skipped, estimated "
                              "from the model's batch-1 time (default 240)")
@@ -488,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--many", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 1
     if args.render:
         out = Path(args.render)
         write_markdown(out.with_suffix(".md"), json.loads(out.with_suffix(".json").read_text()))
@@ -501,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         if threads:
             torch.set_num_threads(threads)
         if args.one:
-            print(json.dumps((run_toolkit if specs["impl"] == "toolkit" else run_plain)(specs)))
+            print(json.dumps(RUNS[specs["impl"]](specs)))
         else:
             print(json.dumps(run_many(specs)))
         return 0
@@ -515,6 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device == "cuda"
     grouped = args.grouped == "yes" or (args.grouped == "auto" and cuda)
+    paired = args.paired == "yes" or (args.paired == "auto" and args.quick and not cuda)
+    if paired and (cuda or grouped):
+        parser.error("--paired runs both ways in one CPU process: not with --device cuda or --grouped yes")
     # one thread on CPU by default: with two OpenMP threads on a shared 2-core machine, every op waits for the
     # slower thread and a busy neighbour made single steps 5-10x slower (measured); one thread is stable
     threads = args.threads or (1 if device == "cpu" else None)
@@ -607,10 +738,18 @@ def main(argv: list[str] | None = None) -> int:
         row = {"model": name, "code": code_version(), "size": options.get("size"), "batch_size": batch,
                "precision": precision, "repeats": args.repeats, "device": device, "steps": steps,
                "timed_steps": steps - 1, "options": options, "load_average_1min": [load_before, os.getloadavg()[0]]}
-        # each way's least disturbed run (the fastest timed steps); all runs' times are kept
         row["repeat_seconds"] = {k: [x["seconds"] for x in v] for k, v in runs.items()}
         row["repeat_cpu_seconds"] = {k: [x["cpu_seconds"] for x in v] for k, v in runs.items()}
-        best = {k: min(v, key=lambda x: x[basis]) for k, v in runs.items()}
+        if paired:
+            # each run is a like-for-like pair: the run with the median overhead is reported (the upper one of an
+            # even count), not the lowest, which would pick the luckiest difference; every run's overhead is kept
+            row["repeat_overheads"] = [compare(a, b, basis == "cpu_seconds")["overhead"]
+                                       for a, b in zip(runs["toolkit"], runs["plain"])]
+            middle = sorted(range(len(runs["plain"])), key=row["repeat_overheads"].__getitem__)[len(runs["plain"]) // 2]
+            best = {k: v[middle] for k, v in runs.items()}
+        else:  # each way's least disturbed run (the fastest timed steps); all runs' times are kept
+            best = {k: min(v, key=lambda x: x[basis]) for k, v in runs.items()}
+        row["measured"] = "paired" if paired else "separate processes"
         row["size"] = row["size"] or trainable_class(name).defaults.get("size", 256)
         row.update(runs=best, **compare(best["toolkit"], best["plain"], basis == "cpu_seconds"))
         model_steps = trainable_class(name).defaults.get("steps", 2000)
@@ -708,7 +847,13 @@ def main(argv: list[str] | None = None) -> int:
                 runs, failed = {"plain": [], "toolkit": []}, ""
                 steps = default_steps
                 wall = {"plain": 0.0, "toolkit": 0.0}
-                for r, impl in ((r, impl) for r, pair in enumerate(order) for impl in pair):
+                if paired:
+                    # (calibration, when the steps are adaptive) then the repeats, each pair in one process
+                    todo = [("plain", "calibration")] if adaptive else []
+                    todo += [("paired", r) for r in range(args.repeats)]
+                else:
+                    todo = [(impl, r) for r, pair in enumerate(order) for impl in pair]
+                for impl, r in todo:
                     extra = {}
                     if adaptive and not runs["plain"] and impl == "plain":  # this run sets the row's steps
                         steps_max = 200
@@ -722,6 +867,13 @@ def main(argv: list[str] | None = None) -> int:
                         break
                     if extra:
                         steps = result["steps_run"]
+                    if r == "calibration":  # sets the steps only: its times are not one of the repeats
+                        continue
+                    if impl == "paired":  # both ways at once (only the sum of `wall` is used)
+                        wall["toolkit"] += time.perf_counter() - began
+                        runs["plain"].append(result["plain"])
+                        runs["toolkit"].append(result["toolkit"])
+                        continue
                     wall[impl] += time.perf_counter() - began
                     runs[impl].append(result)
                 if failed:
@@ -749,6 +901,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _ms(value) -> str:
     return "—" if value is None else f"{value:.2f}"
+
+
+def _runs_cell(row: dict, report: dict) -> str:
+    repeats = row.get("repeats", report.get("repeats", 1))
+    if row.get("measured") != "paired":
+        return str(repeats)
+    return f"{repeats} paired: " + " / ".join(f"{o:+.1%}" for o in row["repeat_overheads"])
+
+
+def _memory_cell(row: dict) -> str:
+    a, b = row["runs"]["toolkit"], row["runs"]["plain"]
+    if row.get("measured") == "paired":
+        return f"— (one process: {a['peak_memory_mib']:.0f})"
+    return (f"{b['peak_memory_mib']:.0f} / {a['peak_memory_mib']:.0f} ({b['peak_memory_mib'] - b['baseline_memory_mib']:+.0f}"
+            f" / {a['peak_memory_mib'] - a['baseline_memory_mib']:+.0f})")
 
 
 def _fmt(losses: dict) -> str:
@@ -804,6 +971,18 @@ def write_markdown(path: Path, report: dict) -> None:
              f"{report['results'][0]['runs']['plain']['memory_kind'] if report['results'] else '?'}"
              " (CPU: whole process incl. Python and libraries; Δ = above the value just before the networks were "
              "built).", "",
+             *([] if not any(r.get("measured") == "paired" for r in report["results"]) else [
+                 "**Paired rows** (`runs` = `N paired`, the default of --quick on a CPU): both ways in ONE process, "
+                 "step by step: before each of the trainer's steps the plain loop takes its own step of the same "
+                 "index (own networks, batches and RNG stream; the generator's state is swapped around it, and a test "
+                 "holds both ways' losses equal to what each computes alone). A slow spell of the shared machine then "
+                 "falls on both ways alike; separate processes read ±5–10% apart on identical work here. plain = the "
+                 "main thread's CPU time of its steps; toolkit = the timed window's process CPU time (every thread) "
+                 "minus the plain steps'. `examples ms` = the thread CPU time of the TrainingImages.batch calls the "
+                 "trainer made inside the window (its batch thread, beside the running step: the images' first "
+                 "decoding included). The row reported is the run with the MEDIAN overhead; every run's overhead is "
+                 "listed in `runs` and kept in the JSON (`repeat_overheads`). Peak memory is not split by way there "
+                 "(one process).", ""]),
              "The machine is shared (2 cores, other jobs running): load average = 1-minute load before/after the "
              "row; at loads above the core count single rows can be off by tens of percent, so read the median "
              "column too.", "",
@@ -821,15 +1000,13 @@ def write_markdown(path: Path, report: dict) -> None:
         n = r["timed_steps"]
         lines.append(
             f"| {r['model']} | {r.get('code', '?')} | {r['size']} | {r['batch_size']} | {r['precision']} | {n} | "
-            f"{r.get('repeats', report.get('repeats', 1))} | "
+            f"{_runs_cell(r, report)} | "
             f"{n / b['seconds']:.3f} | "
             f"{n / a['seconds']:.3f} | {r['overhead_cpu_time']:+.1%} | "
             f"{_ms(r.get('example_ms_per_step'))} | {r['overhead']:+.1%} | {r['overhead_wall']:+.1%} | "
             f"{r['overhead_median_step']:+.1%} | "
             f"{r['overhead_with_end_amortised']:+.1%} | {a['end_seconds']:.2f} | "
-            f"{b['peak_memory_mib']:.0f} / {a['peak_memory_mib']:.0f} "
-            f"({b['peak_memory_mib'] - b['baseline_memory_mib']:+.0f} / "
-            f"{a['peak_memory_mib'] - a['baseline_memory_mib']:+.0f}) | {r['first_step_loss_max_abs_diff']:.3g} | "
+            f"{_memory_cell(r)} | {r['first_step_loss_max_abs_diff']:.3g} | "
             f"{r['load_average_1min'][0]:.1f}/{r['load_average_1min'][1]:.1f} |")
     lines += ["", f"trainer_overhead_max = {report['trainer_overhead_max']:+.4f} (the trainer's own cost: "
               f"{report['results'][0]['overhead_basis'] if report['results'] else '?'}); with the examples' making: "
