@@ -43,7 +43,7 @@ counts the work done rather than the time other jobs held the cores; wall-time o
 Paired runs (--paired; the default of --quick on a CPU): separate processes read ±5-10% apart on identical work on a
 shared 2-core VM (the machine's speed drifts over seconds, and each process's memory layout differs), which is more
 than the trainer's fixed cost of well under a millisecond per step that --quick exists to show. A paired run puts
-both ways in one process, step by step: before each of the trainer's steps the plain loop takes its own step of the
+both ways in one process, step by step: after each of the trainer's steps the plain loop takes its own step of the
 same index (its own networks, batches and RNG stream; torch's generator state is swapped around it, so each way
 computes exactly what it computes alone: tests/test_bench_train.py holds it). Plain = its steps' thread CPU time;
 toolkit = the timed window's process CPU time minus the plain steps'; the examples' cost = the thread CPU time of the
@@ -58,7 +58,7 @@ halved until it fits (the row says the batch it ran). --deadline S stops startin
 time-boxed GPU suite); the report is rewritten after every row, so a killed run keeps what it measured.
 
     python eval/bench_train.py --quick --out eval/results/train_cpu_quick     # every model at 64², batch 2, paired,
-                                                                              # median of 3, ~12 min
+                                                                              # median of 3, ~10 min
     python eval/bench_train.py --device cpu --batch-sizes 1,8 --steps 4 --repeats 2 --out eval/results/train_cpu
     python eval/bench_train.py --device cuda --batch-sizes 16 --out eval/results/train_cuda  # fp32 + bf16
     python eval/bench_train.py --models dcgan --batch-sizes 1 --steps 30 --merge --out eval/results/train_cpu
@@ -303,15 +303,15 @@ def run_plain(spec: dict) -> dict:
 
 
 def run_paired(spec: dict) -> dict:
-    """Both ways in this one process, step by step (CPU): before each of the trainer's steps, the plain loop takes
+    """Both ways in this one process, step by step (CPU): after each of the trainer's steps, the plain loop takes
     its own step of the same index, so a slow spell of the shared machine (or a neighbour's burst) falls on both
     ways alike instead of on whichever process ran then. The trainer runs end to end exactly as in run_toolkit; the
-    plain step runs inside the timing hook at the start of its train_step, on its own networks, batches and RNG
-    stream (the generator's state is swapped in and out around it, so the trainer's draws are untouched).
+    plain step runs inside the timing hook, once the trainer's train_step has returned, on its own networks, batches
+    and RNG stream (the generator's state is swapped in and out around it, so the trainer's draws are untouched).
 
     Timing: plain = the main thread's CPU time (time.thread_time) and the wall time of each plain step; toolkit =
     the timed window's process CPU time (every thread: the trainer's batch thread included) and wall time, minus
-    the plain steps'. The thread CPU time of each TrainingImages.batch call the trainer makes inside the window is
+    the plain steps' main-thread CPU and wall time. The thread CPU time of each TrainingImages.batch call the trainer makes inside the window is
     recorded (as the toolkit actually pays it, beside the model's step) and reported as the examples' cost."""
     import torch
 
@@ -322,7 +322,8 @@ def run_paired(spec: dict) -> dict:
         raise ValueError("paired runs are for CPUs (a GPU's queued work would cross between the ways)")
     plain = PlainLoop(spec)
     cls, cfg, opts = _configs(spec)
-    marks: list[tuple[float, float, float, float, float]] = []  # per step: wall/cpu before and after, thread cpu
+    entries: list[tuple[float, float]] = []  # (wall, process cpu) at each of the trainer's train_step entries
+    windows: list[tuple[float, float, float]] = []  # each plain step's wall, process cpu and main-thread cpu
     plain_rng, plain_losses, end = [None], [], []
     examples: list[tuple[float, float]] = []  # (start wall, thread cpu) of each batch the trainer makes
     make_batch = TrainingImages.batch
@@ -335,17 +336,22 @@ def run_paired(spec: dict) -> dict:
 
     class Paired(cls):  # same name, options and step: the clock and the plain loop's step are added
         def train_step(self, batch):
-            step = len(marks)
+            step = len(entries)
+            entries.append((time.perf_counter(), time.process_time()))
+            if step == 0:  # the plain loop starts from the trainer's step-0 state, as in run_plain
+                plain_rng[0] = torch.get_rng_state()
+            losses = super().train_step(batch)
+            # the plain step after the trainer's: the trainer's batch thread makes the next batch as soon as this
+            # step's was handed out, so its work (and its contention for the cores) overlaps the trainer's step, as
+            # when the trainer runs alone, not the plain loop's
             trainer_rng = torch.get_rng_state()
-            if plain_rng[0] is not None:  # at step 0 the plain loop starts from the trainer's step-0 state
-                torch.set_rng_state(plain_rng[0])
+            torch.set_rng_state(plain_rng[0])
             wall, cpu, own = time.perf_counter(), time.process_time(), time.thread_time()
-            losses = plain.step(step)
-            marks.append((wall, cpu, time.perf_counter(), time.process_time(), time.thread_time() - own))
-            plain_losses.append(losses)
+            plain_losses.append(plain.step(step))
+            windows.append((time.perf_counter() - wall, time.process_time() - cpu, time.thread_time() - own))
             plain_rng[0] = torch.get_rng_state()
             torch.set_rng_state(trainer_rng)
-            return super().train_step(batch)
+            return losses
 
     Paired.__name__ = Paired.__qualname__ = cls.__name__
     original_grid = trainer.write_sample_grid
@@ -365,15 +371,16 @@ def run_paired(spec: dict) -> dict:
     peak, kind = peak_memory(plain.device)
     rows = [json.loads(line) for line in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
     first, last = ({k: v for k, v in row.items() if k not in ("step", "lr")} for row in (rows[0], rows[-1]))
-    # step k >= 1: plain = its own step; toolkit = from the end of plain step k to the start of plain step k+1 (or
-    # the end-of-run grid), plus what other threads did while plain step k+1 ran
-    timed = marks[1:]
-    plain_wall = [m[2] - m[0] for m in timed]
-    plain_cpu = [m[4] for m in timed]
-    following = [(m[0], m[1], m[3] - m[1] - m[4]) for m in timed[1:]] + [(end[0][0], end[0][1], 0.0)]
-    toolkit_wall = [nxt[0] - m[2] for m, nxt in zip(timed, following)]
-    toolkit_cpu = [nxt[1] - m[3] + nxt[2] for m, nxt in zip(timed, following)]
-    window_examples = [cpu for began, cpu in examples if began >= timed[0][0]]
+    # step k >= 1: toolkit = from its train_step's entry to the next one (or to the end-of-run grid), as in
+    # run_toolkit, less the main thread's CPU time of the plain step inside it (other threads' work stays with the
+    # toolkit); plain = that plain step's main-thread CPU time
+    bounds = [*entries[1:], end[0]]
+    timed = windows[1:]
+    plain_wall = [w for w, _, _ in timed]
+    plain_cpu = [own for _, _, own in timed]
+    toolkit_wall = [b[0] - a[0] - w for a, b, (w, _, _) in zip(bounds[:-1], bounds[1:], timed)]
+    toolkit_cpu = [b[1] - a[1] - own for a, b, (_, _, own) in zip(bounds[:-1], bounds[1:], timed)]
+    window_examples = [cpu for began, cpu in examples if began >= entries[1][0]]
     shared = {"peak_memory_mib": peak, "baseline_memory_mib": plain.baseline_memory,
               "memory_kind": f"{kind}, one process for both ways (paired)"}
     plain_result = {"seconds": sum(plain_wall), "cpu_seconds": sum(plain_cpu), "per_step": plain_wall,
@@ -385,7 +392,7 @@ def run_paired(spec: dict) -> dict:
                     "example_seconds_per_step": plain.example_wall,
                     "example_alone_cpu_seconds_per_step": plain.example_cpu, **shared}
     toolkit_result = {"seconds": sum(toolkit_wall), "cpu_seconds": sum(toolkit_cpu), "per_step": toolkit_wall,
-                      "per_step_cpu": toolkit_cpu, "setup_seconds": marks[0][0] - called,
+                      "per_step_cpu": toolkit_cpu, "setup_seconds": entries[0][0] - called,
                       "end_seconds": returned - end[0][0], "first_step_losses": first, "last_step_losses": last,
                       "examples_in_window": len(window_examples), **shared}
     return {"plain": plain_result, "toolkit": toolkit_result}
@@ -591,8 +598,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs of each way, in ABBA order, the faster run of each way reported; paired: runs of "
                              "the pair, the one with the median overhead reported (default 3 with --quick, else 1)")
     parser.add_argument("--paired", choices=("auto", "yes", "no"), default="auto",
-                        help="both ways in one process, a plain step before each trainer step (CPU only; auto: "
-                             "with --quick on a CPU), instead of each way in its own process")
+                        help="both ways in one process, a plain step after each trainer step (CPU only; auto: "
+                             "with --quick on a CPU, unless --grouped yes), instead of each way in its own process")
     parser.add_argument("--budget", type=float, default=240.0,
                         help="seconds one configuration (both ways) may take; larger ones are skipped, estimated "
                              "from the model's batch-1 time (default 240)")
@@ -643,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device == "cuda"
     grouped = args.grouped == "yes" or (args.grouped == "auto" and cuda)
-    paired = args.paired == "yes" or (args.paired == "auto" and args.quick and not cuda)
+    paired = args.paired == "yes" or (args.paired == "auto" and args.quick and not cuda and not grouped)
     if paired and (cuda or grouped):
         parser.error("--paired runs both ways in one CPU process: not with --device cuda or --grouped yes")
     # one thread on CPU by default: with two OpenMP threads on a shared 2-core machine, every op waits for the
@@ -973,7 +980,7 @@ def write_markdown(path: Path, report: dict) -> None:
              "built).", "",
              *([] if not any(r.get("measured") == "paired" for r in report["results"]) else [
                  "**Paired rows** (`runs` = `N paired`, the default of --quick on a CPU): both ways in ONE process, "
-                 "step by step: before each of the trainer's steps the plain loop takes its own step of the same "
+                 "step by step: after each of the trainer's steps the plain loop takes its own step of the same "
                  "index (own networks, batches and RNG stream; the generator's state is swapped around it, and a test "
                  "holds both ways' losses equal to what each computes alone). A slow spell of the shared machine then "
                  "falls on both ways alike; separate processes read ±5–10% apart on identical work here. plain = the "

@@ -83,7 +83,7 @@ def part_commands(args, out: Path) -> dict[str, list[str]]:
             "sd": sd,
             "sd_compile": sd + ["--compile"],
             "train": [py, str(EVAL / "bench_train.py"), "--device", dev, "--quick", "--models", "dcgan",
-                      "--steps", "3", "--size", "32", "--precisions", "fp32,bf16", "--grouped", "yes",
+                      "--steps", "3", "--repeats", "1", "--size", "32", "--precisions", "fp32,bf16", "--grouped", "yes",
                       "--fake-oom-above", "1", "--out", str(out / f"train_{dev}")],
             "sample": [py, str(EVAL / "bench_sample.py"), "--device", dev, "--kinds", "tiny", "--models",
                        "pix2pix,dcgan", "--batch-sizes", "1,2", "--grouped", "yes", "--out",

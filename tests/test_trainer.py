@@ -109,17 +109,19 @@ def test_ema_copy_is_the_diffusers_average_of_the_weights(demo_small, tmp_path):
 # ------------------------------------------------------------------------------------------------ the loop
 
 
-@pytest.mark.parametrize("holes", ["dataset", "none", "box", "thick", "deepfill"])
-def test_batches_are_the_examples_stacked(demo_small, holes):
-    """TrainingImages.batch (the trainer's path with --workers 0) and device_batches give exactly what a DataLoader
-    collating the examples one by one gives (the path of --workers N), flips and generated holes included."""
+@pytest.mark.parametrize("holes,thread", [("dataset", False), ("none", False), ("box", True), ("thick", False),
+                                          ("deepfill", True)])
+def test_batches_are_the_examples_stacked(demo_small, holes, thread):
+    """TrainingImages.batch (the trainer's path with --workers 0, inline on a CPU or in a thread ahead on a GPU) and
+    device_batches give exactly what a DataLoader collating the examples one by one gives (the path of --workers N),
+    flips and generated holes included."""
     from diffinpaint.models import trainable_class
     from diffinpaint.training.data import StepBatches, TrainingImages, device_batches, training_samples
 
     own = trainable_class("deepfill")().make_holes if holes == "deepfill" else None
     images = TrainingImages(training_samples(demo_small, holes), 32, holes, True, 3, own)
     sampler = StepBatches(2, 9, 3, 0, 1)  # 21 positions: two epochs of the 9 images, both flips
-    ours = list(device_batches(images, sampler, 0, torch.device("cpu")))
+    ours = list(device_batches(images, sampler, 0, torch.device("cpu"), thread=thread))
     theirs = list(torch.utils.data.DataLoader(images, batch_sampler=sampler, num_workers=0))
     assert len(ours) == len(theirs) == 7
     for (a_img, a_mask), (b_img, b_mask) in zip(ours, theirs):
@@ -248,6 +250,32 @@ def test_log_every_may_change_on_resume_ema_every_may_not(demo_small, tmp_path):
     assert _pix2pix(demo_small, tmp_path / "o", steps=4, resume=True, log_every=3).name == "step_000004"
     with pytest.raises(UserError, match="ema_every"):
         _pix2pix(demo_small, tmp_path / "o", steps=6, resume=True, ema_every=2)
+
+
+def test_batches_are_made_inline_on_a_cpu_and_by_a_thread_ahead_on_an_accelerator(demo_small):
+    """On a CPU the step runs on the main thread and a batch thread beside it costs more than it saves (paired
+    benchmark runs); on an accelerator the host has slack while the device computes. The meta device stands in for
+    one here (no GPU in tests): the batches arrive there, made ahead by the thread, which stops when closed."""
+    import threading
+    import time
+
+    from diffinpaint.training.data import StepBatches, TrainingImages, device_batches, training_samples
+
+    def batch_threads() -> int:
+        return sum(t.name == "diffinpaint-batches" for t in threading.enumerate())
+
+    images = TrainingImages(training_samples(demo_small, "box"), 32, "box", True, 3)
+    on_cpu = device_batches(images, StepBatches(0, 4, 2, 0, 1), 0, torch.device("cpu"))
+    assert next(on_cpu)[0].shape == (2, 3, 32, 32) and batch_threads() == 0
+    on_cpu.close()
+    ahead = device_batches(images, StepBatches(0, 4, 2, 0, 1), 0, torch.device("meta"))
+    first = next(ahead)
+    assert first[0].is_meta and first[0].shape == (2, 3, 32, 32) and batch_threads() == 1
+    ahead.close()
+    deadline = time.time() + 5
+    while batch_threads() and time.time() < deadline:
+        time.sleep(0.05)
+    assert batch_threads() == 0
 
 
 def test_batches_made_ahead_by_a_thread_raise_its_errors_and_stop_when_closed():

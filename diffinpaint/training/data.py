@@ -241,14 +241,20 @@ def batches_ahead(batches: Iterator, depth: int = 2) -> Iterator:
         stop.set()
 
 
-def device_batches(images: TrainingImages, sampler: StepBatches, workers: int, device: torch.device):
-    """Each step's batch on `device`, ahead of the step: with workers 0 a background thread makes the host batches
-    two steps ahead (batches_ahead; with workers N the DataLoader's processes do), and the next batch's copy is
-    started (pinned memory, non-blocking) before the current one is handed out, so on a GPU the copy overlaps the
-    step and the host never waits for it."""
+def device_batches(images: TrainingImages, sampler: StepBatches, workers: int, device: torch.device,
+                   thread: bool | None = None):
+    """Each step's batch on `device`, ahead of the step, and the next batch's copy started (pinned memory,
+    non-blocking) before the current one is handed out, so on a GPU the copy overlaps the step and the host never
+    waits for it. With workers N the DataLoader's processes make the host batches; with workers 0 they are made
+    here: on an accelerator by a background thread two steps ahead (batches_ahead: the host has slack while the
+    device computes), on a CPU in this thread (`thread` overrides either): there the model's step runs on this
+    thread, and a batch thread beside it slowed each step by more than the examples cost, in CPU and in wall time
+    (paired runs of eval/bench_train.py with and without it: README, Benchmarks)."""
     cuda = device.type == "cuda"
     source = host_batches(images, sampler, workers, pin=cuda)
-    source = iter(source if workers > 0 else batches_ahead(source))
+    if workers == 0 and (thread if thread is not None else device.type != "cpu"):
+        source = batches_ahead(source)
+    source = iter(source)
 
     def ahead():
         batch = next(source, None)

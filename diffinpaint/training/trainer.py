@@ -636,7 +636,7 @@ def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | Non
                     last_good = out / "checkpoints" / f"step_{step:06d}"
                 accelerator.wait_for_everyone()
     finally:
-        batches.close()  # stops the thread making batches ahead (also after an error)
+        batches.close()  # stops the thread making batches ahead, where there is one (also after an error)
     progress.close()
     if cfg.report_to != "none":
         accelerator.end_training()
