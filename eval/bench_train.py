@@ -64,13 +64,14 @@ time-boxed GPU suite); the report is rewritten after every row, so a killed run 
     python eval/bench_train.py --models dcgan --batch-sizes 1 --steps 30 --merge --out eval/results/train_cpu
                                                   # add or re-measure rows, keeping the file's other rows
 
-The trainer's own cost: on a CPU the toolkit's timed window also holds the work of making its examples (its batch
-thread: holes drawn, the model's augmentation, flips, stacking), which the plain loop did before its clock started.
+The trainer's own cost: on a CPU the toolkit's timed window also holds the work of making its examples (between its
+steps there; a thread ahead on a GPU: holes drawn, the model's augmentation, flips, stacking), which the plain loop
+did before its clock started.
 That work is measured in the plain process with the trainer's own TrainingImages.batch and reported per step
 (`examples ms`); the headline overhead takes it off the toolkit's CPU time (`net of examples`: the trainer's fixed
 cost per step, what a plain loop that made the same examples would not pay), and the overhead with it stays in the
-table and the JSON (`overhead_with_examples`). On a GPU (wall time) nothing is taken off: the thread overlaps the
-steps, so a data path that cannot keep up shows in the headline.
+table and the JSON (`overhead_with_examples`). On a GPU (wall time) nothing is taken off: the trainer's batch thread
+overlaps the steps, so a data path that cannot keep up shows in the headline.
 
 The last lines printed are `trainer_overhead_max_with_examples=<fraction>` and `trainer_overhead_max=<fraction>`: the
 worst overhead over the measured configurations, with and net of making the examples.
@@ -233,7 +234,7 @@ class PlainLoop:
         model.check()
         images = training_images(model, training_samples(cfg.data, cfg.holes))
         # (decoded images cached, holes, the model's augmentation, flips), each step's cost recorded: the toolkit
-        # pays it inside its timed window (in its batch thread), this loop here, untimed; reported so the trainer's
+        # pays it inside its timed window (between steps on a CPU), this loop here, untimed; reported so the trainer's
         # own cost can be told from the data's. Step 0 is left out of the mean, as the toolkit made it before its
         # clock started.
         self.batches, example_times = [], []
@@ -310,9 +311,9 @@ def run_paired(spec: dict) -> dict:
     and RNG stream (the generator's state is swapped in and out around it, so the trainer's draws are untouched).
 
     Timing: plain = the main thread's CPU time (time.thread_time) and the wall time of each plain step; toolkit =
-    the timed window's process CPU time (every thread: the trainer's batch thread included) and wall time, minus
-    the plain steps' main-thread CPU and wall time. The thread CPU time of each TrainingImages.batch call the trainer makes inside the window is
-    recorded (as the toolkit actually pays it, beside the model's step) and reported as the examples' cost."""
+    the timed window's process CPU time (every thread: a batch thread's included) and wall time, minus the plain
+    steps' main-thread CPU and wall time. The thread CPU time of each TrainingImages.batch call the trainer makes
+    inside the window is recorded (as the toolkit actually pays it) and reported as the examples' cost."""
     import torch
 
     from diffinpaint.training import trainer
@@ -341,9 +342,9 @@ def run_paired(spec: dict) -> dict:
             if step == 0:  # the plain loop starts from the trainer's step-0 state, as in run_plain
                 plain_rng[0] = torch.get_rng_state()
             losses = super().train_step(batch)
-            # the plain step after the trainer's: the trainer's batch thread makes the next batch as soon as this
-            # step's was handed out, so its work (and its contention for the cores) overlaps the trainer's step, as
-            # when the trainer runs alone, not the plain loop's
+            # the plain step after the trainer's: a batch made ahead (by a thread, `device_batches(thread=True)`)
+            # starts as soon as this step's was handed out, so its work (and its contention for the cores) overlaps
+            # the trainer's step, as when the trainer runs alone, not the plain loop's
             trainer_rng = torch.get_rng_state()
             torch.set_rng_state(plain_rng[0])
             wall, cpu, own = time.perf_counter(), time.process_time(), time.thread_time()
@@ -563,9 +564,9 @@ def compare(a: dict, b: dict, by_cpu_time: bool) -> dict:
                     for k in keys), default=float("nan"))
     wall = a["seconds"] / b["seconds"] - 1.0
     cpu = a["cpu_seconds"] / b["cpu_seconds"] - 1.0
-    # the trainer's own cost: in CPU time the toolkit's timed window also holds the work of making its examples (in
-    # its batch thread), which the plain loop did before its clock started; in wall time that thread overlaps the
-    # steps, so nothing is taken off
+    # the trainer's own cost: in CPU time the toolkit's timed window also holds the work of making its examples,
+    # which the plain loop did before its clock started; in wall time (a GPU) the trainer's batch thread overlaps
+    # the steps, so nothing is taken off
     examples_cpu = b.get("example_cpu_seconds_per_step", 0.0) * len(a["per_step"])
     net = (a["cpu_seconds"] - examples_cpu) / b["cpu_seconds"] - 1.0 if by_cpu_time else wall
     return {"overhead": net, "overhead_with_examples": cpu if by_cpu_time else wall,
@@ -986,18 +987,18 @@ def write_markdown(path: Path, report: dict) -> None:
                  "falls on both ways alike; separate processes read ±5–10% apart on identical work here. plain = the "
                  "main thread's CPU time of its steps; toolkit = the timed window's process CPU time (every thread) "
                  "minus the plain steps'. `examples ms` = the thread CPU time of the TrainingImages.batch calls the "
-                 "trainer made inside the window (its batch thread, beside the running step: the images' first "
-                 "decoding included). The row reported is the run with the MEDIAN overhead; every run's overhead is "
-                 "listed in `runs` and kept in the JSON (`repeat_overheads`). Peak memory is not split by way there "
-                 "(one process).", ""]),
+                 "trainer made inside the window (between its steps: the images' first decoding included). The row "
+                 "reported is the run with the MEDIAN overhead; every run's overhead is listed in `runs` and kept in "
+                 "the JSON (`repeat_overheads`). Peak memory is not split by way there (one process).", ""]),
              "The machine is shared (2 cores, other jobs running): load average = 1-minute load before/after the "
              "row; at loads above the core count single rows can be off by tens of percent, so read the median "
              "column too.", "",
              "`examples ms` = making one step's examples (TrainingImages.batch, the trainer's own code: cached "
-             "images, holes, the model's augmentation, flips), measured in the plain process; `net of examples` = "
-             "the headline overhead with that taken off the toolkit's CPU time (its batch thread does this work "
-             "inside the timed window; the plain loop did it before its clock started): the trainer's own fixed "
-             "cost. On wall time (GPU) nothing is taken off: the thread overlaps the steps.", "",
+             "images, holes, the model's augmentation, flips), measured in the plain process (paired rows: as the "
+             "trainer made them, above); `net of examples` = the headline overhead with that taken off the toolkit's "
+             "CPU time (the trainer does this work inside the timed window, between steps on a CPU; the plain loop "
+             "did it before its clock started): the trainer's own fixed cost. On wall time (GPU) nothing is taken "
+             "off: the trainer's batch thread overlaps the steps.", "",
              "| model | code | size | batch | prec. | timed steps | runs | plain steps/s | toolkit steps/s | overhead (CPU time) "
              "| examples ms | net of examples | overhead (wall) | median wall step | amortised | end s "
              "| peak MiB plain / toolkit (Δ) | first-step loss |diff| | load |",

@@ -278,6 +278,32 @@ def test_batches_are_made_inline_on_a_cpu_and_by_a_thread_ahead_on_an_accelerato
     assert batch_threads() == 0
 
 
+def test_opencv_runs_on_the_training_thread_while_a_cpu_trains(demo_small, tmp_path):
+    """With the examples made between a CPU's steps, OpenCV's worker threads (LaMa's augmentation warps) would spin
+    beside the step: the trainer holds OpenCV to one thread while it trains, and gives the setting back after."""
+    import cv2
+
+    from diffinpaint.models import trainable_class
+    from diffinpaint.training.trainer import configs_from_options, train
+
+    base, seen = trainable_class("pix2pix"), []
+
+    class Watched(base):
+        def train_step(self, batch):
+            seen.append(cv2.getNumThreads())
+            return super().train_step(batch)
+
+    Watched.__name__ = Watched.__qualname__ = base.__name__
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        cfg, opts = configs_from_options(Watched, {"data": str(demo_small), "out": str(tmp_path / "run"), **TINY})
+        train(Watched, cfg, opts)
+        assert seen == [1, 1] and cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_batches_made_ahead_by_a_thread_raise_its_errors_and_stop_when_closed():
     import threading
     import time
