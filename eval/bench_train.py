@@ -27,7 +27,7 @@ the end-of-run sample grid + checkpoint are reported separately as a one-off cos
 default --steps in one extra column). overhead = time(toolkit) / time(plain) - 1.
 How the toolkit run is timed: the model class is subclassed to stamp the clock on entry to train_step, and the
 trainer module's write_sample_grid is wrapped to stamp its start; nothing else is changed.
-Steps per run: --steps, else 20 on a GPU, 5 on a CPU; with --quick, as many as make about --quick-seconds (1.5 s)
+Steps per run: --steps, else 20 on a GPU, 5 on a CPU; with --quick, as many as make about --quick-seconds (3 s)
 of timed plain-loop steps (at least 8, at most 200), decided by the first plain run of each row (a tiny model's
 12 ms step measured over 7 steps is noise).
 
@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="every model's tiny configuration at 64 px, batch 2, ~--quick-seconds of steps, 1 thread")
-    parser.add_argument("--quick-seconds", type=float, default=1.5,
+    parser.add_argument("--quick-seconds", type=float, default=3.0,
                         help="--quick without --steps: timed plain-loop seconds that set each row's step count")
     parser.add_argument("--models", default=None, help="comma-separated (default: every model in TRAINED)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
