@@ -23,7 +23,7 @@ test-all: $(STAMP)
 demo: $(STAMP)
 	bash eval/demo.sh
 
-# the quick benchmarks (a few minutes on a CPU); eval/bench_train.py, bench_sample.py, bench_sd.py take more options
+# the quick benchmarks (~15 minutes on a 2-core CPU); eval/bench_train.py, bench_sample.py, bench_sd.py take more options
 bench: $(STAMP)
 	$(PY) eval/bench_metrics.py
 	$(PY) eval/bench_train.py --quick --out eval/results/train_cpu_quick
