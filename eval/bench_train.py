@@ -87,7 +87,7 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,6 +127,35 @@ def _configs(spec: dict):
     return cls, cfg, opts
 
 
+@contextmanager
+def stamped_end(end: list, device=None):
+    """While active, the trainer's end-of-run sample grid first appends (wall, process cpu) to `end` (once; after
+    waiting for `device` where given): the end of the timed steps."""
+    from diffinpaint.training import trainer
+
+    original_grid = trainer.write_sample_grid
+
+    def stamped_grid(*args, **kwargs):
+        if device is not None:
+            _sync(device)
+        if not end:
+            end.append((time.perf_counter(), time.process_time()))
+        return original_grid(*args, **kwargs)
+
+    trainer.write_sample_grid = stamped_grid
+    try:
+        yield
+    finally:
+        trainer.write_sample_grid = original_grid
+
+
+def logged_losses(out: str) -> tuple[dict, dict]:
+    """The first and the last step's losses as the trainer wrote them to OUT/log.jsonl."""
+    rows = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+    first, last = ({k: v for k, v in row.items() if k not in ("step", "lr")} for row in (rows[0], rows[-1]))
+    return first, last
+
+
 def run_toolkit(spec: dict) -> dict:
     """The trainer end to end; the clock is stamped at each train_step entry and at the end-of-run sample grid."""
     import torch
@@ -149,15 +178,6 @@ def run_toolkit(spec: dict) -> dict:
     if spec.get("no_ema"):  # diagnosis only: the same run without the trainer's EMA copies
         Timed.ema = {}
         Timed.describe = lambda self: []  # a model's describe() may name its EMA decay
-    original_grid = trainer.write_sample_grid
-
-    def stamped_grid(*args, **kwargs):
-        _sync(device)
-        if not end:
-            end.append((time.perf_counter(), time.process_time()))
-        return original_grid(*args, **kwargs)
-
-    trainer.write_sample_grid = stamped_grid
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     baseline = peak_memory(device)[0]
@@ -166,16 +186,15 @@ def run_toolkit(spec: dict) -> dict:
     if profiler:
         profiler.enable()
     try:
-        trainer.train(Timed, cfg, opts)
+        with stamped_end(end, device):
+            trainer.train(Timed, cfg, opts)
     finally:
         if profiler:
             profiler.disable()
-        trainer.write_sample_grid = original_grid
     _sync(device)
     returned = time.perf_counter()
     peak, kind = peak_memory(device)
-    rows = [json.loads(line) for line in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
-    first, last = ({k: v for k, v in row.items() if k not in ("step", "lr")} for row in (rows[0], rows[-1]))
+    first, last = logged_losses(cfg.out)
     bounds = [*stamps[1:], end[0]]  # step k (k >= 2) runs from its train_step entry to the next one
     per_step = [b[0] - a[0] for a, b in zip(bounds[:-1], bounds[1:])]
     per_step_cpu = [b[1] - a[1] for a, b in zip(bounds[:-1], bounds[1:])]
@@ -355,23 +374,16 @@ def run_paired(spec: dict) -> dict:
             return losses
 
     Paired.__name__ = Paired.__qualname__ = cls.__name__
-    original_grid = trainer.write_sample_grid
-
-    def stamped_grid(*args, **kwargs):
-        if not end:
-            end.append((time.perf_counter(), time.process_time()))
-        return original_grid(*args, **kwargs)
-
-    trainer.write_sample_grid, TrainingImages.batch = stamped_grid, timed_batch
+    TrainingImages.batch = timed_batch
     called = time.perf_counter()
     try:
-        trainer.train(Paired, cfg, opts)
+        with stamped_end(end):
+            trainer.train(Paired, cfg, opts)
     finally:
-        trainer.write_sample_grid, TrainingImages.batch = original_grid, make_batch
+        TrainingImages.batch = make_batch
     returned = time.perf_counter()
     peak, kind = peak_memory(plain.device)
-    rows = [json.loads(line) for line in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
-    first, last = ({k: v for k, v in row.items() if k not in ("step", "lr")} for row in (rows[0], rows[-1]))
+    first, last = logged_losses(cfg.out)
     # step k >= 1: toolkit = from its train_step's entry to the next one (or to the end-of-run grid), as in
     # run_toolkit, less the main thread's CPU time of the plain step inside it (other threads' work stays with the
     # toolkit); plain = that plain step's main-thread CPU time
@@ -388,7 +400,7 @@ def run_paired(spec: dict) -> dict:
                     "per_step_cpu": plain_cpu, "setup_seconds": plain.setup_seconds, "end_seconds": 0.0,
                     "first_step_losses": {k: float(v) for k, v in plain_losses[0].items()},
                     "last_step_losses": {k: float(v) for k, v in plain_losses[-1].items()},
-                    # what compare() takes off the toolkit: the examples as its batch thread made them in the window
+                    # what compare() takes off the toolkit: the examples as the trainer made them in the window
                     "example_cpu_seconds_per_step": sum(window_examples) / len(timed),
                     "example_seconds_per_step": plain.example_wall,
                     "example_alone_cpu_seconds_per_step": plain.example_cpu, **shared}

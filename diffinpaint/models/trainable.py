@@ -120,7 +120,8 @@ class TrainableModel:
         to read and never write; it returns a new 3×S×S float32 array in [0, 1]. The image only: holes are drawn
         independently of it, and the trainer's --flip of image and mask comes after it (a model whose reference
         flips leaves that to --flip). Draw only from `rng` (made from (seed, position), as make_holes'; the call runs
-        in the batch thread or a DataLoader worker), and make it picklable (workers receive a copy)."""
+        between steps on a CPU, in the batch thread on a GPU, or in a DataLoader worker), and make it picklable
+        (workers receive a copy)."""
         return None
 
     def network_config(self) -> dict[str, Any]:

@@ -249,12 +249,15 @@ def device_batches(images: TrainingImages, sampler: StepBatches, workers: int, d
     here: on an accelerator by a background thread two steps ahead (batches_ahead: the host has slack while the
     device computes), on a CPU in this thread (`thread` overrides either): there the model's step runs on this
     thread, and a batch thread beside it slowed each step by more than the examples cost, in CPU and in wall time
-    (paired runs of eval/bench_train.py with and without it: README, Benchmarks)."""
+    (paired runs of eval/bench_train.py with and without it: README, Benchmarks). Made in this thread, OpenCV is
+    held to it until this generator is closed (opencv_in_this_thread)."""
     cuda = device.type == "cuda"
     source = host_batches(images, sampler, workers, pin=cuda)
-    if workers == 0 and (thread if thread is not None else device.type != "cpu"):
+    in_this_thread = workers == 0 and not (thread if thread is not None else device.type != "cpu")
+    if workers == 0 and not in_this_thread:
         source = batches_ahead(source)
     source = iter(source)
+    restore_opencv = opencv_in_this_thread() if in_this_thread else None
 
     def ahead():
         batch = next(source, None)
@@ -268,13 +271,15 @@ def device_batches(images: TrainingImages, sampler: StepBatches, workers: int, d
     finally:
         if hasattr(source, "close"):
             source.close()
+        if restore_opencv:
+            restore_opencv()
 
 
 def opencv_in_this_thread() -> Callable[[], None]:
     """Hold OpenCV's calls (LaMa's augmentation warps, the hole drawing) to the calling thread; returns the function
-    that restores the previous setting. For examples made between a CPU's steps: OpenCV's worker threads keep
-    spinning on the other core after each call and cost more CPU time than they save on batch-sized images
-    (paired runs of eval/bench_train.py: LaMa's trainer cost over a plain loop 5.1% → 1.3% of CPU time)."""
+    that restores the previous setting. For examples made between a CPU's steps (device_batches): OpenCV's worker
+    threads keep spinning on the other core after each call and cost more CPU time than they save on batch-sized
+    images (paired runs of eval/bench_train.py: LaMa's trainer cost over a plain loop 5.1% → 1.3% of CPU time)."""
     import cv2
 
     previous = cv2.getNumThreads()

@@ -51,8 +51,7 @@ from .checkpoints import (load_training_state, prune_checkpoints, remove_leftove
                           save_checkpoint)
 from ..util import options
 from .config import TrainConfig
-from .data import (TOOLKIT_HOLES, StepBatches, TrainingImages, device_batches, opencv_in_this_thread, training_samples,
-                   training_set_record)
+from .data import TOOLKIT_HOLES, StepBatches, TrainingImages, device_batches, training_samples, training_set_record
 from ..models.trainable import Batch, TrainableModel, flat_config
 from .setup import prepare_model
 
@@ -595,8 +594,6 @@ def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | Non
                                    "(resume with --resume, perhaps with a lower --lr or --mixed-precision no)")
 
     step = start
-    # on a CPU with --workers 0 the examples are made on this thread between steps (device_batches)
-    restore_opencv = opencv_in_this_thread() if accelerator.device.type == "cpu" and cfg.workers == 0 else None
     try:
         for batch_images, batch_masks in batches:
             reseed(stream_seed(cfg.seed, 2, step, rank))  # every draw of the step from (seed, step, rank)
@@ -639,9 +636,8 @@ def train(model_cls: type[TrainableModel], cfg: TrainConfig, opts) -> Path | Non
                     last_good = out / "checkpoints" / f"step_{step:06d}"
                 accelerator.wait_for_everyone()
     finally:
-        batches.close()  # stops the thread making batches ahead, where there is one (also after an error)
-        if restore_opencv:
-            restore_opencv()
+        # stops the thread making batches ahead where there is one, gives OpenCV's threads back (also after an error)
+        batches.close()
     progress.close()
     if cfg.report_to != "none":
         accelerator.end_training()

@@ -42,7 +42,7 @@ class Option:
     metavar: str | None = None
     # the value a run folder saved before this option existed was made with (compared on --resume); NOT_RECORDED:
     # such a folder is not compared for it
-    absent: Any = None
+    absent: Any = NOT_RECORDED
 
 
 def option(default: Any, help: str, *, flag: str | None = None, type: type | None = None,
